@@ -1,0 +1,33 @@
+"""jaxflow: exact gradient-flow trajectories of neural networks in JAX.
+
+Importing jaxflow turns on JAX's float64 mode (`jax_enable_x64`), because the point of
+the package is accuracy beyond float32; set the environment variable
+`JAXFLOW_ENABLE_X64=0` before importing to keep JAX's default.
+"""
+
+import importlib.metadata
+import os
+
+import jax
+
+
+if os.environ.get("JAXFLOW_ENABLE_X64", "1") != "0":
+    jax.config.update("jax_enable_x64", True)
+
+from . import (
+    datasets as datasets,
+    losses as losses,
+    metrics as metrics,
+    models as models,
+)
+from ._dataset import Dataset as Dataset
+from ._flow import GradientFlow as GradientFlow
+from ._gd import gradient_descent as gradient_descent
+from ._solution import RESULTS as RESULTS, Solution as Solution
+from ._solve import solve as solve
+
+
+try:
+    __version__ = importlib.metadata.version("jaxflow")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"

@@ -1,0 +1,115 @@
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+
+class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """Status of a solve: diffrax's statuses (`successful`, `max_steps_reached`,
+    `dt_min_reached`, `nonfinite`, ...) plus jaxflow's own."""
+
+    nonfinite_gradient = (
+        "The loss or its gradient is inf or nan at the final state: the trajectory left "
+        "the domain where the loss is finite (overflow? try a smaller t1 or float64)."
+    )
+
+
+_NAMES = (
+    "successful",
+    "max_steps_reached",
+    "dt_min_reached",
+    "nonfinite",
+    "nonfinite_gradient",
+    "event_occurred",
+    "max_steps_rejected",
+    "internal_error",
+)
+
+
+def status_name(status) -> str | np.ndarray:
+    """The name of a (possibly batched) concrete status, e.g. `"successful"`."""
+    values = np.asarray(status._value)
+    names = np.full(values.shape, "other", dtype=object)
+    for name in _NAMES:
+        names[values == np.asarray(getattr(RESULTS, name)._value)] = name
+    return names.item() if names.ndim == 0 else names
+
+
+class Solution(eqx.Module):
+    """The result of `jaxflow.solve` or `jaxflow.gradient_descent`.
+
+    Under `jax.vmap` every field gains a leading batch axis.
+
+    **Fields:**
+
+    - `ts`: the saved times, shape `(times,)`. For gradient descent these are
+        `step * lr` at the saved steps.
+    - `ys`: the model at `ts`: the model's PyTree with a leading time axis on every
+        array, or `None` when solved with `save_models=False`.
+    - `final`: the model at the end of the solve (`t1`, or the time reached if the solve
+        stopped early; see `t_final`).
+    - `t_final`: the time the solve reached.
+    - `metrics`: dict name -> array of shape `(times, ...)`, computed during the solve.
+        Entries after a failure are `inf`.
+    - `stats`: dict with at least `num_accepted_steps`, `num_rejected_steps`,
+        `num_steps` (both), `num_vf_evals` (gradient evaluations by the solver;
+        -1 where the solver's count is unknown) and `max_steps`.
+    - `status`: a `jaxflow.RESULTS` item; `status_name` and `message` say it in words.
+    - `rtol`, `atol`: the tolerances the solve ran with (nan for gradient descent).
+    - `solver`: the integrator used, e.g. `"Tsit5"` or `"GradientDescent(lr=0.002)"`.
+    """
+
+    ts: Float[Array, " times"]
+    ys: Any
+    final: Any
+    t_final: Float[Array, ""]
+    metrics: dict[str, Array]
+    stats: dict[str, Int[Array, ""]]
+    status: RESULTS
+    rtol: Float[Array, ""]
+    atol: Float[Array, ""]
+    solver: str = eqx.field(static=True)
+
+    @property
+    def succeeded(self) -> Bool[Array, ""]:
+        return self.status == RESULTS.successful
+
+    @property
+    def status_name(self) -> str | np.ndarray:
+        return status_name(self.status)
+
+    @property
+    def message(self) -> str:
+        """The status in words, e.g. `"successful"` or `"max_steps_reached: The
+        maximum number of solver steps was reached. ..."`."""
+        name = self.status_name
+        text = RESULTS[self.status]
+        if isinstance(name, str):
+            return name if not text else f"{name}: {text}"
+        return str(name)
+
+    def summary(self) -> str:
+        """A few lines with the accuracy evidence of this solve (unbatched only)."""
+        stats = {k: int(np.asarray(v)) for k, v in self.stats.items()}
+        lines = [
+            f"solver        {self.solver}, rtol={float(self.rtol):.1e}, "
+            f"atol={float(self.atol):.1e}",
+            f"status        {self.message}",
+            f"time reached  {float(self.t_final):.6g}",
+            f"steps         {stats['num_accepted_steps']} accepted, "
+            f"{stats['num_rejected_steps']} rejected, "
+            f"{stats['num_vf_evals']} gradient evaluations",
+        ]
+        # Entries after a failure are inf: report what was reached.
+        for name in ("loss", "grad_norm", "conserved_drift"):
+            if name in self.metrics:
+                values = np.asarray(self.metrics[name])
+                values = values[np.isfinite(values)]
+                if values.size == 0:
+                    continue
+                label = {"conserved_drift": "max drift"}.get(name, name)
+                value = np.max(values) if name == "conserved_drift" else values[-1]
+                lines.append(f"{label:<13} {value:.6e}")
+        return "\n".join(lines)

@@ -1,0 +1,292 @@
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from ._custom_types import MetricFn, RealScalarLike
+from ._errors import check, describe
+from ._flow import GradientFlow
+from ._solution import RESULTS, Solution
+from .metrics import default_metrics
+
+
+_FLOAT64_HINT = (
+    "Enable float64 before creating the model: `jax.config.update('jax_enable_x64', "
+    "True)` (importing jaxflow does this unless JAXFLOW_ENABLE_X64=0 is set)"
+)
+
+
+def _prepare(flow, model, metrics, fname: str):
+    """Split `model` into parameter arrays and the rest; pick the metrics."""
+    if not isinstance(flow, GradientFlow):
+        raise ValueError(
+            f"{fname}: `flow` must be a jaxflow.GradientFlow, got {type(flow).__name__}."
+            " Build one with `jf.GradientFlow(loss, data)`."
+        )
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError(
+            f"{fname}: `model` has no floating-point arrays to evolve, got "
+            f"{type(model).__name__}."
+        )
+    if metrics is None:
+        metrics = default_metrics(model, flow)
+    elif not isinstance(metrics, dict) or not all(
+        callable(m) for m in metrics.values()
+    ):
+        raise ValueError(
+            f"{fname}: `metrics` must be a dict name -> metric(model, flow), got "
+            f"{metrics!r}."
+        )
+    return params, static, metrics
+
+
+def _check_times(ts: ArrayLike, lo, hi, fname: str) -> Array:
+    ts = jnp.asarray(ts)
+    ts = ts if jnp.issubdtype(ts.dtype, jnp.floating) else ts.astype(float)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(
+            f"{fname}: `ts` must be a non-empty 1-D array of times, got shape "
+            f"{ts.shape}."
+        )
+    bad = (
+        (ts < lo) | (ts > hi) | jnp.concatenate([jnp.zeros(1, bool), ts[1:] < ts[:-1]])
+    )
+    return check(
+        ts,
+        bad,
+        lambda: (
+            f"{fname}: `ts` must be non-decreasing and inside [{describe(lo)}, "
+            f"{describe(hi)}], got {describe(ts)}."
+        ),
+    )
+
+
+def _save(params, static, flow, metrics: dict[str, MetricFn], save_models: bool):
+    model = eqx.combine(params, static)
+    values = {name: fn(model, flow) for name, fn in metrics.items()}
+    return (params if save_models else None), values
+
+
+def _final_status(status, params, flow: GradientFlow, static):
+    """Mark non-finite parameters, loss or gradient at the end of a solve."""
+
+    def all_finite(tree):
+        return jnp.all(
+            jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])
+        )
+
+    value, gradient = jax.value_and_grad(
+        lambda p: flow.loss(eqx.combine(p, static), flow.data)
+    )(params)
+    finite = all_finite(params)
+    status = RESULTS.where(finite, status, RESULTS.nonfinite)
+    bad_gradient = finite & ~(all_finite(gradient) & jnp.isfinite(value))
+    return RESULTS.where(bad_gradient, RESULTS.nonfinite_gradient, status)
+
+
+def _vector_field(t, y, args):
+    flow, static, _ = args
+    return flow.vector_field(t, y, static)
+
+
+def _num_vf_evals(solver, num_steps) -> Array:
+    """Gradient evaluations made by an explicit Runge-Kutta solver (-1 if unknown).
+
+    Per attempted step, an s-stage tableau costs s evaluations, or s - 1 when the last
+    stage is the next step's first (FSAL, e.g. Tsit5), plus one at the start. Checked
+    against a counter in the loss for Tsit5, Dopri5, Dopri8 and Heun (tests).
+    """
+    if isinstance(solver, dfx.AbstractERK):
+        tableau = solver.tableau
+        stages = len(tableau.c) + 1
+        per_step, start = (stages - 1, 1) if tableau.fsal else (stages, 0)
+    elif isinstance(solver, dfx.Euler):
+        per_step, start = 1, 0
+    else:
+        return jnp.array(-1)
+    return per_step * num_steps + start
+
+
+@eqx.filter_jit
+def _solve(
+    flow,
+    params,
+    static,
+    metrics,
+    t0,
+    t1,
+    ts,
+    solver,
+    controller,
+    dt0,
+    max_steps,
+    save_models,
+):
+    saveat = dfx.SaveAt(
+        subs=[
+            dfx.SubSaveAt(
+                ts=ts,
+                fn=lambda t, y, args: _save(y, static, flow, metrics, save_models),
+            ),
+            dfx.SubSaveAt(t1=True),
+        ]
+    )
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(_vector_field),
+        solver,
+        t0,
+        t1,
+        dt0,
+        params,
+        args=(flow, static, metrics),
+        saveat=saveat,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        throw=False,
+    )
+    (saved, values), final = sol.ys
+    final = jax.tree.map(lambda x: x[0], final)
+    status = _final_status(RESULTS.promote(sol.result), final, flow, static)
+    stats = {k: jnp.asarray(v) for k, v in sol.stats.items()}
+    stats["num_vf_evals"] = _num_vf_evals(solver, stats["num_steps"])
+    return saved, values, final, sol.ts[1][0], stats, status
+
+
+def solve(
+    flow: GradientFlow,
+    model: Any,
+    *,
+    t1: RealScalarLike,
+    t0: RealScalarLike = 0.0,
+    ts: Float[ArrayLike, " times"] | None = None,
+    rtol: float = 1e-8,
+    atol: float | None = None,
+    solver: dfx.AbstractSolver | None = None,
+    stepsize_controller: dfx.AbstractStepSizeController | None = None,
+    dt0: RealScalarLike | None = None,
+    max_steps: int = 100_000,
+    metrics: dict[str, MetricFn] | None = None,
+    save_models: bool = True,
+    throw: bool = False,
+) -> Solution:
+    r"""Integrate the gradient flow $\dot\theta = -\nabla L(\theta)$ from `model` at
+    `t0` to `t1` with an adaptive diffrax solver.
+
+    **Arguments:**
+
+    - `flow`: a `jaxflow.GradientFlow`.
+    - `model`: the initial point; its floating-point arrays are the parameters.
+    - `t1`, `t0`: the time interval (`t0 = 0` by default).
+    - `ts`: times at which to save the model and the metrics, non-decreasing inside
+        `[t0, t1]`. Defaults to 101 evenly spaced times. Values between steps come from
+        the solver's dense output, at the solver's accuracy.
+    - `rtol`, `atol`: tolerances of the default PID step-size controller (error per step
+        below `atol + rtol |θ|`, elementwise). `atol=None` takes `rtol · max|θ(t0)|`,
+        so a small initialisation is resolved to relative accuracy too. `rtol < 1e-6`
+        requires float64 parameters.
+    - `solver`: a diffrax solver, `diffrax.Tsit5()` by default.
+    - `stepsize_controller`: overrides the default
+        `diffrax.PIDController(rtol, atol, pcoeff=0.3, icoeff=0.3)`.
+    - `dt0`: the first step, chosen automatically by default.
+    - `max_steps`: the most steps (accepted and rejected) before stopping with status
+        `max_steps_reached`.
+    - `metrics`: dict name -> `metric(model, flow)`, evaluated at `ts` inside the solve;
+        `jaxflow.metrics.default_metrics(model, flow)` by default.
+    - `save_models`: whether to store the model at `ts` (`False` keeps only metrics,
+        for long solves).
+    - `throw`: raise if the solve did not succeed. By default the status is reported in
+        the solution instead, so one failing seed under `jax.vmap` spoils no other.
+
+    **Returns:**
+
+    A `jaxflow.Solution`: `ts`, `ys`, `final`, `metrics`, `stats`, `status`, `rtol`,
+    `atol`, `solver`.
+
+    **Raises:**
+
+    `ValueError` for bad arguments, naming the value received; under `jax.jit`, checks
+    on traced values raise at run time instead. With `throw=True`, an error carrying the
+    status message if the solve failed.
+
+    !!! Example
+
+        ```python
+        sol = jf.solve(flow, net, t1=100.0, rtol=1e-10, ts=jnp.geomspace(1e-3, 100, 50))
+        sol.metrics["loss"][-1], sol.stats["num_accepted_steps"], sol.message
+        ```
+    """
+    params, static, metrics = _prepare(flow, model, metrics, "solve")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(
+            f"solve: `max_steps` must be a positive int, got {max_steps!r}."
+        )
+    if not rtol > 0:
+        raise ValueError(f"solve: `rtol` must be > 0, got {rtol!r}.")
+    if atol is not None and not atol >= 0:
+        raise ValueError(f"solve: `atol` must be >= 0 or None, got {atol!r}.")
+    dtypes = {jnp.result_type(x) for x in jax.tree.leaves(params)}
+    low = sorted(str(t) for t in dtypes if jnp.finfo(t).eps > 1e-10)
+    if low and rtol < 1e-6:
+        raise ValueError(
+            f"solve: rtol={rtol!r} needs float64 parameters, but the model has {low} "
+            f"arrays, whose precision cannot reach it. {_FLOAT64_HINT}, or use "
+            "rtol >= 1e-6."
+        )
+    # Times in the parameters' precision: diffrax mixes them with the state.
+    tdtype = jnp.result_type(*jax.tree.leaves(params))
+    t0 = jnp.asarray(t0, dtype=tdtype)
+    t1 = check(
+        jnp.asarray(t1, dtype=tdtype),
+        ~(jnp.asarray(t1) > t0),
+        lambda: f"solve: need t1 > t0, got t0={describe(t0)}, t1={describe(t1)}.",
+    )
+    ts = jnp.linspace(t0, t1, 101) if ts is None else jnp.asarray(ts, dtype=tdtype)
+    ts = _check_times(ts, t0, t1, "solve")
+    if atol is None:
+        scale = jnp.max(
+            jnp.array([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(params)])
+        )
+        atol = rtol * jnp.where(scale > 0, scale, 1.0)
+    if stepsize_controller is None:
+        stepsize_controller = dfx.PIDController(
+            rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.3
+        )
+    if isinstance(stepsize_controller, dfx.PIDController):
+        rtol, atol = stepsize_controller.rtol, stepsize_controller.atol
+    else:
+        rtol = atol = jnp.nan
+    solver = dfx.Tsit5() if solver is None else solver
+    saved, values, final, t_final, stats, status = _solve(
+        flow,
+        params,
+        static,
+        metrics,
+        t0,
+        t1,
+        ts,
+        solver,
+        stepsize_controller,
+        dt0,
+        max_steps,
+        save_models,
+    )
+    final = eqx.combine(final, static)
+    if throw:
+        final = status.error_if(final, status != RESULTS.successful)
+    return Solution(
+        ts=ts,
+        ys=None if saved is None else eqx.combine(saved, static),
+        final=final,
+        t_final=t_final,
+        metrics=values,
+        stats=stats,
+        status=status,
+        rtol=jnp.asarray(rtol, dtype=float),
+        atol=jnp.asarray(atol, dtype=float),
+        solver=type(solver).__name__,
+    )

@@ -1,0 +1,18 @@
+"""Metrics `metric(model, flow) -> array`, recorded at the saved times of a solve."""
+
+from ._metrics import (
+    ConservedDrift as ConservedDrift,
+    align_minus as align_minus,
+    align_plus as align_plus,
+    cos_minus as cos_minus,
+    cos_plus as cos_plus,
+    default_metrics as default_metrics,
+    frac_dead as frac_dead,
+    frac_minus as frac_minus,
+    frac_plus as frac_plus,
+    grad_norm as grad_norm,
+    loss as loss,
+    neuron_norms as neuron_norms,
+    spectral_norm_sq as spectral_norm_sq,
+    stable_rank as stable_rank,
+)

@@ -1,0 +1,158 @@
+r"""Quantities evaluated along a trajectory, inside the solve (diffrax `SaveAt(fn=...)`).
+
+A metric is any callable `metric(model, flow) -> array`. The built-in ones below are
+module-level functions or `equinox.Module`s, so that repeated solves reuse their
+compiled code; a metric of your own should likewise be defined once, not as a fresh
+`lambda` per call.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._dataset import Dataset
+from ..models import TwoLayerReLU
+
+
+def loss(model, flow) -> Float[Array, ""]:
+    """The loss $L(\\theta)$."""
+    return flow(model)
+
+
+def grad_norm(model, flow) -> Float[Array, ""]:
+    """$\\|\\nabla_\\theta L\\|_2$ over all parameters."""
+    leaves = jax.tree.leaves(flow.gradient(model))
+    return jnp.sqrt(sum(jnp.sum(g**2) for g in leaves))
+
+
+def neuron_norms(model: TwoLayerReLU, flow) -> Float[Array, " width"]:
+    """$\\|(w_j, b_j)\\|$ per hidden neuron."""
+    del flow
+    sq = jnp.sum(model.W**2, axis=1)
+    return jnp.sqrt(sq if model.b is None else sq + model.b**2)
+
+
+class ConservedDrift(eqx.Module):
+    r"""Relative drift of the conserved quantities $c_j = v_j^2 - \|w_j\|^2 - b_j^2$:
+
+    $$\max_j |c_j(t) - c_j(0)| \,/\, \max_j \big(v_j^2 + \|w_j\|^2 + b_j^2\big)(t).$$
+
+    Exactly zero for the true flow; its size is the integration error in the units of
+    the largest neuron (the error of a difference of squares computed to relative
+    accuracy `rtol` is about `rtol` on this scale).
+
+    **Arguments:**
+
+    - `initial`: the model at $t_0$.
+    """
+
+    c0: Float[Array, " width"]
+
+    def __init__(self, initial: TwoLayerReLU):
+        self.c0 = initial.conserved()
+
+    def __call__(self, model: TwoLayerReLU, flow) -> Float[Array, ""]:
+        del flow
+        size = model.v**2 + jnp.sum(model.W**2, axis=1)
+        if model.b is not None:
+            size = size + model.b**2
+        return jnp.max(jnp.abs(model.conserved() - self.c0)) / jnp.max(size)
+
+
+def _cos(W: Float[Array, "width d"], x: Float[Array, " d"]) -> Float[Array, " width"]:
+    norms = jnp.linalg.norm(W, axis=-1) * jnp.linalg.norm(x)
+    safe = jnp.where(norms > 0, norms, 1.0)
+    return jnp.where(norms > 0, (W @ x) / safe, 0.0)
+
+
+def cos_plus(model: TwoLayerReLU, flow) -> Float[Array, " width"]:
+    """$\\cos(w_j, x_+)$ per neuron, $x_+ = \\sum_{y_i>0} x_i$ (0 where $w_j = 0$)."""
+    return _cos(model.W, flow.data.x_plus)
+
+
+def cos_minus(model: TwoLayerReLU, flow) -> Float[Array, " width"]:
+    """$\\cos(w_j, x_-)$ per neuron, $x_- = \\sum_{y_i<0} x_i$."""
+    return _cos(model.W, flow.data.x_minus)
+
+
+def _mean_neuron(model: TwoLayerReLU, sign: float) -> Float[Array, " d"]:
+    mask = (jnp.sign(model.v) == sign)[:, None]
+    count = jnp.sum(mask.astype(model.W.dtype))
+    return jnp.sum(jnp.where(mask, model.W, 0.0), axis=0) / jnp.maximum(count, 1.0)
+
+
+def align_plus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """$\\cos(\\bar w_+, x_+)$ with $\\bar w_+$ the mean of $w_j$ over $v_j > 0$
+    (Min et al., Fig. 2)."""
+    return _cos(_mean_neuron(model, 1.0)[None], flow.data.x_plus)[0]
+
+
+def align_minus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """$\\cos(\\bar w_-, x_-)$ with $\\bar w_-$ the mean of $w_j$ over $v_j < 0$."""
+    return _cos(_mean_neuron(model, -1.0)[None], flow.data.x_minus)[0]
+
+
+def _cones(model: TwoLayerReLU, data: Dataset):
+    active = model.preactivations(data.X) > 0  # (n, width)
+    positive = (data.y > 0)[:, None]
+    in_plus = jnp.all(active == positive, axis=0)
+    in_minus = jnp.all(active == ~positive, axis=0)
+    dead = ~jnp.any(active, axis=0)
+    return in_plus, in_minus, dead
+
+
+def frac_plus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """Fraction of neurons in $S_+$: active exactly on the positive points."""
+    return jnp.mean(_cones(model, flow.data)[0].astype(float))
+
+
+def frac_minus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """Fraction of neurons in $S_-$: active exactly on the negative points."""
+    return jnp.mean(_cones(model, flow.data)[1].astype(float))
+
+
+def frac_dead(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """Fraction of neurons in $S_{\\rm dead}$: active on no data point."""
+    return jnp.mean(_cones(model, flow.data)[2].astype(float))
+
+
+def spectral_norm_sq(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """$\\|W\\|_2^2$, the squared largest singular value of $W$."""
+    del flow
+    return jnp.linalg.svd(model.W, compute_uv=False)[0] ** 2
+
+
+def stable_rank(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    """$\\|W\\|_F^2 / \\|W\\|_2^2$."""
+    return jnp.sum(model.W**2) / spectral_norm_sq(model, flow)
+
+
+def default_metrics(model, flow) -> dict:
+    """The metrics `jaxflow.solve` records when given none: `loss` and `grad_norm` for
+    any model; for a `TwoLayerReLU` also `neuron_norms`, `conserved_drift` (relative to
+    `model`, the initial point), `cos_plus`, `cos_minus`, `align_plus`, `align_minus`,
+    and, when `flow.data` is a `Dataset`, `frac_plus`, `frac_minus`, `frac_dead`, and
+    `stable_rank`, `spectral_norm_sq`.
+
+    Extend them with `default_metrics(net, flow) | {"mine": my_metric}`.
+    """
+    metrics = {"loss": loss, "grad_norm": grad_norm}
+    if isinstance(model, TwoLayerReLU):
+        metrics |= {
+            "neuron_norms": neuron_norms,
+            "conserved_drift": ConservedDrift(model),
+            "stable_rank": stable_rank,
+            "spectral_norm_sq": spectral_norm_sq,
+        }
+        if isinstance(flow.data, Dataset):
+            metrics |= {
+                "cos_plus": cos_plus,
+                "cos_minus": cos_minus,
+                "align_plus": align_plus,
+                "align_minus": align_minus,
+                "frac_plus": frac_plus,
+                "frac_minus": frac_minus,
+                "frac_dead": frac_dead,
+            }
+    return metrics

@@ -1,0 +1,4 @@
+"""Models: `equinox.Module`s acting on one sample `(d,)` or a data matrix `(n, d)`."""
+
+from ._linear import Linear as Linear
+from ._two_layer import TwoLayerReLU as TwoLayerReLU

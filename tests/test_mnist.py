@@ -1,0 +1,104 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+from helpers import mnist_root
+
+import jaxflow as jf
+
+
+def _write_idx(folder, split, images, labels, compress=True):
+    prefix = {"train": "train", "test": "t10k"}[split]
+    img = struct.pack(">IIII", 2051, *images.shape) + images.astype(np.uint8).tobytes()
+    lab = struct.pack(">II", 2049, labels.size) + labels.astype(np.uint8).tobytes()
+    for name, raw in (
+        (f"{prefix}-images-idx3-ubyte", img),
+        (f"{prefix}-labels-idx1-ubyte", lab),
+    ):
+        if compress:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 28, 28))
+    labels = np.array([0, 1, 2, 1, 0, 7, 1, 0, 3, 1, 1, 0])
+    return images, labels
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_tiny_files_gzipped_or_not(tmp_path, tiny, compress):
+    images, labels = tiny
+    _write_idx(tmp_path, "train", images, labels, compress)
+    data = jf.datasets.mnist(digits=(1, 0), root=tmp_path, center=False)
+    keep = np.flatnonzero((labels == 0) | (labels == 1))
+    assert data.X.shape == (keep.size, 784)
+    assert np.allclose(data.X, images[keep].reshape(keep.size, -1) / 255.0)
+    assert np.array_equal(data.y, np.where(labels[keep] == 1, 1.0, -1.0))
+    first3 = jf.datasets.mnist(digits=(1, 0), root=tmp_path, n=3)
+    assert first3.X.shape == (3, 784)
+    assert np.allclose(np.mean(first3.X, axis=0), 0.0, atol=1e-12)
+
+
+def test_found_through_environment_variable(tmp_path, tiny, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    _write_idx(tmp_path / "mnist", "test", *tiny)
+    monkeypatch.setenv("JAXFLOW_DATA", str(tmp_path))
+    assert jf.datasets.mnist(split="test").n == 9
+
+
+def test_missing_files_error_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXFLOW_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(
+        FileNotFoundError, match=r"no train images file.*empty.*never downloads"
+    ):
+        jf.datasets.mnist(root=tmp_path / "empty")
+
+
+def test_truncated_and_corrupt_files(tmp_path, tiny):
+    images, labels = tiny
+    _write_idx(tmp_path, "train", images, labels)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated gzip"):
+        jf.datasets.mnist(root=tmp_path)
+    raw = gzip.decompress(good)
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(ValueError, match=r"header promises shape \(12, 28, 28\)"):
+        jf.datasets.mnist(root=tmp_path)
+    path.write_bytes(gzip.compress(struct.pack(">I", 2049) + raw[4:]))
+    with pytest.raises(ValueError, match="magic number 2049, expected 2051"):
+        jf.datasets.mnist(root=tmp_path)
+    path.write_bytes(b"\x00\x00")
+    with pytest.raises(ValueError, match="too short"):
+        jf.datasets.mnist(root=tmp_path)
+
+
+def test_bad_arguments(tmp_path, tiny):
+    _write_idx(tmp_path, "train", *tiny)
+    with pytest.raises(
+        ValueError, match=r"`digits` must be two distinct ints in 0..9, got \(1, 1\)"
+    ):
+        jf.datasets.mnist(digits=(1, 1), root=tmp_path)
+    with pytest.raises(ValueError, match=r"`n` must be an int in 1..9"):
+        jf.datasets.mnist(root=tmp_path, n=100)
+    with pytest.raises(ValueError, match="`split` must be 'train' or 'test'"):
+        jf.datasets.mnist(split="val", root=tmp_path)
+
+
+def test_real_mnist_zero_vs_one():
+    root = mnist_root()
+    data = jf.datasets.mnist(digits=(0, 1), root=root)
+    assert data.X.shape == (12665, 784)
+    assert int(np.sum(data.y > 0)) == 5923 and int(np.sum(data.y < 0)) == 6742
+    assert np.allclose(np.mean(data.X, axis=0), 0.0, atol=1e-12)
+    raw = jf.datasets.mnist(digits=(3, 8), split="test", center=False, root=root)
+    assert raw.X.min() == 0.0 and raw.X.max() == 1.0
+    assert raw.n == 1010 + 974
