@@ -89,7 +89,7 @@ def gradient_descent(
         "max_steps": jnp.asarray(steps),
     }
     return Solution(
-        ts=save_steps * lr,
+        ts=save_steps.astype(float) * lr,
         ys=None if saved is None else eqx.combine(saved, static),
         final=eqx.combine(final, static),
         t_final=jnp.asarray(steps * lr, dtype=float),
