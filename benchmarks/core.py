@@ -64,9 +64,11 @@ def main():
         f"({int(ref.stats['num_accepted_steps'])} steps), loss(T)="
         f"{float(ref.metrics['loss'][-1]):.6e}"
     )
-    print(f"# machine: {platform.processor() or platform.machine()}, "
-          f"{jax.devices()[0].device_kind}, jax {jax.__version__}, "
-          f"diffrax {dfx.__version__ if hasattr(dfx, '__version__') else '?'}")
+    print(
+        f"# machine: {platform.processor() or platform.machine()}, "
+        f"{jax.devices()[0].device_kind}, jax {jax.__version__}, "
+        f"diffrax {dfx.__version__ if hasattr(dfx, '__version__') else '?'}"
+    )
     header = (
         f"| {'method':<34} | {'rel. error at T':>15} | {'grad evals':>10} | "
         f"{'accepted':>8} | {'rejected':>8} | {'max drift':>9} | {'wall s':>7} |"
@@ -87,7 +89,10 @@ def main():
     for rtol in (1e-6, 1e-8, 1e-10):
         for p, i in ((0.0, 1.0), (0.3, 0.3), (0.4, 0.3)):
             ctrl = dfx.PIDController(
-                rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(net.W))), pcoeff=p, icoeff=i
+                rtol=rtol,
+                atol=rtol * float(jnp.max(jnp.abs(net.W))),
+                pcoeff=p,
+                icoeff=i,
             )
             sol, sec = timed(
                 lambda: jf.solve(flow, net, t1=T, ts=ts, stepsize_controller=ctrl),

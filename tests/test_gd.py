@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import jaxflow as jf
+
 from helpers import relative_error, relu_problem
 
 
@@ -16,7 +17,9 @@ def _smooth_problem():
 
 def test_gd_is_plain_gradient_descent():
     flow, model = _smooth_problem()
-    gd = jf.gradient_descent(flow, model, lr=0.1, steps=7, ts=jnp.array([0.0, 0.3, 0.7]))
+    gd = jf.gradient_descent(
+        flow, model, lr=0.1, steps=7, ts=jnp.array([0.0, 0.3, 0.7])
+    )
     theta = model
     expected = [theta]
     for k in range(7):
@@ -38,7 +41,10 @@ def test_gd_error_against_the_flow_is_first_order():
     ref = jf.solve(flow, model, t1=T, rtol=1e-12, atol=1e-14, ts=jnp.array([T]))
     lrs = np.array([2e-2, 1e-2, 5e-3, 2.5e-3, 1.25e-3])
     errors = [
-        relative_error(jf.gradient_descent(flow, model, lr=lr, steps=round(T / lr)).final, ref.final)
+        relative_error(
+            jf.gradient_descent(flow, model, lr=lr, steps=round(T / lr)).final,
+            ref.final,
+        )
         for lr in lrs
     ]
     order = np.polyfit(np.log(lrs), np.log(errors), 1)[0]
@@ -47,7 +53,9 @@ def test_gd_error_against_the_flow_is_first_order():
 
 def test_gd_rounds_times_to_steps_and_validates():
     flow, net = relu_problem(n=8, d=3, width=4)
-    gd = jf.gradient_descent(flow, net, lr=0.01, steps=100, ts=jnp.array([0.0123, 0.5, 1.0]))
+    gd = jf.gradient_descent(
+        flow, net, lr=0.01, steps=100, ts=jnp.array([0.0123, 0.5, 1.0])
+    )
     assert np.allclose(gd.ts, [0.01, 0.5, 1.0])
     assert gd.metrics["loss"].shape == (3,) and gd.ys.W.shape == (3, 4, 3)
     with pytest.raises(ValueError, match="`lr` must be a float > 0, got -0.1"):
@@ -62,7 +70,9 @@ def test_gd_reports_nonfinite():
     def loss(model, data):  # finite only for w_0 > 0; GD overshoots past 0
         return jnp.sum(model.w**2) - jnp.log(model.w[0])
 
-    model = jax.tree.map(lambda x: x + jnp.array([0.1, 1.0]), jf.models.Linear(2, key=None))
+    model = jax.tree.map(
+        lambda x: x + jnp.array([0.1, 1.0]), jf.models.Linear(2, key=None)
+    )
     gd = jf.gradient_descent(jf.GradientFlow(loss, None), model, lr=1.0, steps=2)
     assert gd.status != jf.RESULTS.successful
     assert "nan" in gd.message

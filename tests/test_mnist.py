@@ -3,9 +3,10 @@ import struct
 
 import numpy as np
 import pytest
-from helpers import mnist_root
 
 import jaxflow as jf
+
+from helpers import mnist_root
 
 
 def _write_idx(folder, split, images, labels, compress=True):

@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 import pytest
-from helpers import relative_error, relu_problem
 
 import jaxflow as jf
+
+from helpers import relative_error, relu_problem
 
 
 def _kink_crossing_problem():
@@ -203,7 +204,7 @@ def test_failing_seed_in_a_batch_keeps_the_others():
         lambda x: jnp.array([[1.0, 1.0], [-1.0, 1.0], [2.0, 0.5]]), inits
     )
     batch = jax.vmap(lambda m: jf.solve(flow, m, t1=3.0, rtol=1e-9))(inits)
-    names = list(jf._solution.status_name(batch.status))
+    names = list(batch.status_name)
     assert names == ["successful", "nonfinite_gradient", "successful"]
     # The others reach the minimiser w = (1/sqrt 2, 0).
     for i in (0, 2):
