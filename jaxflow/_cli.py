@@ -62,12 +62,12 @@ def _plot_demo(ts, m, net, path: Path) -> Path:
     positive = np.asarray(net.v) > 0
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
     ax = axes[0, 0]
-    groups = ((positive, "plus", "+", "C0"), (~positive, "minus", "-", "C3"))
-    for sign, name, symbol, colour in groups:
+    groups = (
+        (positive, "plus", "cos(mean w_j, x+) over v_j>0", "C0"),
+        (~positive, "minus", "cos(mean w_j, x-) over v_j<0", "C3"),
+    )
+    for sign, name, label, colour in groups:
         cos = m[f"cos_{name}"][:, sign]
-        label = f"cos(mean w_j, x{symbol}) over v_j{symbol}0".replace(
-            "+0", ">0"
-        ).replace("-0", "<0")
         ax.plot(ts, m[f"align_{name}"], color=colour, label=label)
         ax.fill_between(ts, cos.min(1), cos.max(1), color=colour, alpha=0.2)
     ax.set(

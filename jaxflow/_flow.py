@@ -57,10 +57,14 @@ class GradientFlow(eqx.Module):
         """$\\nabla_\\theta L$, with the model's structure (`None` at non-float leaves)."""
         return eqx.filter_grad(self.loss)(model, self.data)
 
+    def value_and_gradient(self, params: PyTree, static: PyTree):
+        """$(L, \\nabla L)$ as a function of the parameter arrays alone (the model is
+        `eqx.combine(params, static)`)."""
+        return jax.value_and_grad(
+            lambda p: self.loss(eqx.combine(p, static), self.data)
+        )(params)
+
     def vector_field(self, t, params: PyTree, static: PyTree) -> PyTree:
         """$-\\nabla L$ as a function of the parameter arrays alone (diffrax's `y`)."""
         del t
-        return jax.tree.map(
-            jnp.negative,
-            jax.grad(lambda p: self.loss(eqx.combine(p, static), self.data))(params),
-        )
+        return jax.tree.map(jnp.negative, self.value_and_gradient(params, static)[1])

@@ -18,7 +18,7 @@ def _descend(flow, params, static, metrics, lr, steps, save_steps, save_models):
 
     def step(_, carry):
         params, state = carry
-        grads = jax.grad(lambda p: flow.loss(eqx.combine(p, static), flow.data))(params)
+        _, grads = flow.value_and_gradient(params, static)
         updates, state = optimizer.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 

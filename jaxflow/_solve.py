@@ -80,9 +80,7 @@ def _final_status(status, params, flow: GradientFlow, static):
             jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])
         )
 
-    value, gradient = jax.value_and_grad(
-        lambda p: flow.loss(eqx.combine(p, static), flow.data)
-    )(params)
+    value, gradient = flow.value_and_gradient(params, static)
     finite = all_finite(params)
     status = RESULTS.where(finite, status, RESULTS.nonfinite)
     bad_gradient = finite & ~(all_finite(gradient) & jnp.isfinite(value))
