@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from . import _kinks
 from ._custom_types import LossFn
 from ._dataset import Dataset
 from .losses import AbstractLoss
@@ -56,6 +57,19 @@ class GradientFlow(eqx.Module):
     def gradient(self, model) -> PyTree:
         """$\\nabla_\\theta L$, with the model's structure (`None` at non-float leaves)."""
         return eqx.filter_grad(self.loss)(model, self.data)
+
+    def min_norm_gradient(self, model) -> PyTree:
+        r"""The least-norm element of the Clarke subdifferential $\partial L$: the
+        velocity of `jaxflow.solve(kinks="min-norm")` is minus this.
+
+        For a `jaxflow.models.TwoLayerReLU` with a built-in loss on a `Dataset`, pairs
+        with $|\langle w_j, x_i\rangle + b_j| \le 10^{-10} \|(w_j, b_j)\| \|(x_i, 1)\|$
+        count as on the kink (where the min-norm solve keeps sliding pairs, to rounding);
+        at most two per neuron. For other models it is `gradient(model)`.
+        """
+        if _kinks.supports(self, model):
+            return _kinks.min_norm_gradient(self, model, _kinks.RELEASE)
+        return self.gradient(model)
 
     def value_and_gradient(self, params: PyTree, static: PyTree):
         """$(L, \\nabla L)$ as a function of the parameter arrays alone (the model is

@@ -10,6 +10,10 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     """Status of a solve: diffrax's statuses (`successful`, `max_steps_reached`,
     `dt_min_reached`, `nonfinite`, ...) plus jaxflow's own."""
 
+    kink_overflow = (
+        "A neuron reached the kinks of more data points at once than the minimum-norm "
+        "treatment holds (jaxflow._kinks.MAX_KINKS); solve with kinks='plain'."
+    )
     nonfinite_gradient = (
         "The loss or its gradient is inf or nan at the final state: the trajectory left "
         "the domain where the loss is finite (overflow? try a smaller t1 or float64)."
@@ -22,6 +26,7 @@ _NAMES = (
     "dt_min_reached",
     "nonfinite",
     "nonfinite_gradient",
+    "kink_overflow",
     "event_occurred",
     "max_steps_rejected",
     "internal_error",
@@ -55,7 +60,13 @@ class Solution(eqx.Module):
         Entries after a failure are `inf`.
     - `stats`: dict with at least `num_accepted_steps`, `num_rejected_steps`,
         `num_steps` (both), `num_vf_evals` (gradient evaluations by the solver;
-        -1 where the solver's count is unknown) and `max_steps`.
+        -1 where the solver's count is unknown) and `max_steps`. A
+        `kinks="min-norm"` solve adds `num_events` (crossings located and cut at),
+        `num_crossings` (pairs that passed through a kink there), `num_slides`
+        (pairs that started sliding), `num_exits` (pairs that left a kink),
+        `num_small_crossings` (crossings too small to locate, switched at a step's
+        end) and `num_restarts` (steps started afresh after a cut); each attempted
+        step also evaluates the loss once (no gradient) at its end.
     - `status`: a `jaxflow.RESULTS` item; `status_name` and `message` say it in words.
     - `rtol`, `atol`: the tolerances the solve ran with (nan for gradient descent).
     - `solver`: the integrator used, e.g. `"Tsit5"` or `"GradientDescent(lr=0.002)"`.

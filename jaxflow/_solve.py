@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, Literal
 
 import diffrax as dfx
 import equinox as eqx
@@ -9,6 +9,8 @@ from jaxtyping import Array, ArrayLike, Float
 from ._custom_types import MetricFn, RealScalarLike
 from ._errors import check, describe
 from ._flow import GradientFlow
+from ._kinks import supports as supports_min_norm
+from ._piecewise import solve_piecewise
 from ._solution import RESULTS, Solution
 from .metrics import default_metrics
 
@@ -53,11 +55,15 @@ def _check_times(ts: ArrayLike, lo, hi, fname: str) -> Array:
             f"{fname}: `ts` must be a non-empty 1-D array of times, got shape "
             f"{ts.shape}."
         )
+    # Rounding in e.g. `jnp.geomspace(a, t1)` may overshoot t1 by an ulp: clip that.
+    slack = 8 * jnp.finfo(ts.dtype).eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi))
     bad = (
-        (ts < lo) | (ts > hi) | jnp.concatenate([jnp.zeros(1, bool), ts[1:] < ts[:-1]])
+        (ts < lo - slack)
+        | (ts > hi + slack)
+        | jnp.concatenate([jnp.zeros(1, bool), ts[1:] < ts[:-1]])
     )
     return check(
-        ts,
+        jnp.clip(ts, lo, hi),
         bad,
         lambda: (
             f"{fname}: `ts` must be non-decreasing and inside [{describe(lo)}, "
@@ -110,8 +116,7 @@ def _num_vf_evals(solver, num_steps) -> Array:
     return per_step * num_steps + start
 
 
-@eqx.filter_jit
-def _solve(
+def _diffeqsolve(
     flow,
     params,
     static,
@@ -149,10 +154,71 @@ def _solve(
     )
     (saved, values), final = sol.ys
     final = jax.tree.map(lambda x: x[0], final)
-    status = _final_status(RESULTS.promote(sol.result), final, flow, static)
     stats = {k: jnp.asarray(v) for k, v in sol.stats.items()}
     stats["num_vf_evals"] = _num_vf_evals(solver, stats["num_steps"])
-    return saved, values, final, sol.ts[1][0], stats, status
+    return saved, values, final, sol.ts[1][0], stats, RESULTS.promote(sol.result)
+
+
+def _solve_min_norm(
+    flow,
+    params,
+    static,
+    metrics,
+    t0,
+    t1,
+    ts,
+    solver,
+    controller,
+    dt0,
+    max_steps,
+    save_models,
+    rtol,
+    atol,
+):
+    (saved, values, diagnostics), final, t_final, stats, result = solve_piecewise(
+        flow,
+        params,
+        static,
+        metrics,
+        t0,
+        t1,
+        ts,
+        solver,
+        controller,
+        dt0,
+        max_steps,
+        save_models,
+        _save,
+        rtol,
+        atol,
+    )
+    stats = dict(stats, max_steps=jnp.asarray(max_steps))
+    # Restarts re-evaluate a first-same-as-last stage; each event (and the start)
+    # evaluates the field once more to decide slide or cross; choosing the first step
+    # costs two.
+    fsal = isinstance(solver, dfx.AbstractERK) and solver.tableau.fsal
+    extra = stats["num_events"] + 1 + (stats["num_restarts"] if fsal else 0)
+    if dt0 is None and isinstance(controller, dfx.AbstractAdaptiveStepSizeController):
+        extra = extra + 2
+    evals = _num_vf_evals(solver, stats["num_steps"])
+    stats["num_vf_evals"] = jnp.where(evals >= 0, evals + extra, evals)
+    return saved, values | diagnostics, final, t_final, stats, result
+
+
+@eqx.filter_jit
+def _solve(flow, params, static, metrics, *args, min_norm: bool, tolerances):
+    if min_norm:
+        # Unknown tolerances (a controller other than PID): locate every crossing.
+        dtype = jnp.result_type(*jax.tree.leaves(params))
+        rtol, atol = (
+            jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in tolerances
+        )
+        out = _solve_min_norm(flow, params, static, metrics, *args, rtol, atol)
+    else:
+        out = _diffeqsolve(flow, params, static, metrics, *args)
+    saved, values, final, t_final, stats, status = out
+    status = _final_status(status, final, flow, static)
+    return saved, values, final, t_final, stats, status
 
 
 def solve(
@@ -171,6 +237,7 @@ def solve(
     metrics: dict[str, MetricFn] | None = None,
     save_models: bool = True,
     throw: bool = False,
+    kinks: Literal["auto", "min-norm", "plain"] = "auto",
 ) -> Solution:
     r"""Integrate the gradient flow $\dot\theta = -\nabla L(\theta)$ from `model` at
     `t0` to `t1` with an adaptive diffrax solver.
@@ -199,6 +266,18 @@ def solve(
         for long solves).
     - `throw`: raise if the solve did not succeed. By default the status is reported in
         the solution instead, so one failing seed under `jax.vmap` spoils no other.
+    - `kinks`: how to treat the kinks of a ReLU network, where $-\nabla L$ jumps.
+        - `"min-norm"`: follow the minimum-norm element of the Clarke subdifferential
+            (the Filippov sliding velocity on a kink surface): crossings are located on
+            the dense output and the step restarted there; pairs that slide stay on
+            their surface exactly. Records `num_sliding` and `num_crossings` among the
+            metrics and `num_events`, `num_crossings`, `num_slides`, `num_exits`,
+            `num_restarts` in `stats`. Needs a `jaxflow.models.TwoLayerReLU`, a
+            built-in loss and a `Dataset`.
+        - `"plain"`: integrate $-\nabla L$ with $\sigma'(0) = 0$ by
+            `diffrax.diffeqsolve` as it is; kinks cost rejected steps and sliding
+            chatters.
+        - `"auto"` (default): `"min-norm"` where it applies, else `"plain"`.
 
     **Returns:**
 
@@ -219,6 +298,20 @@ def solve(
         ```
     """
     params, static, metrics = _prepare(flow, model, metrics, "solve")
+    if kinks not in ("auto", "min-norm", "plain"):
+        raise ValueError(
+            f"solve: `kinks` must be 'auto', 'min-norm' or 'plain', got {kinks!r}."
+        )
+    if kinks == "min-norm" and not supports_min_norm(flow, model):
+        raise ValueError(
+            "solve: kinks='min-norm' needs a jaxflow.models.TwoLayerReLU trained with a "
+            "built-in loss (jaxflow.losses) on a jaxflow.Dataset, got model "
+            f"{type(model).__name__}, loss {type(flow.loss).__name__}, data "
+            f"{type(flow.data).__name__}. Use kinks='plain'."
+        )
+    min_norm = kinks == "min-norm" or (
+        kinks == "auto" and supports_min_norm(flow, model)
+    )
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(
             f"solve: `max_steps` must be a positive int, got {max_steps!r}."
@@ -272,6 +365,8 @@ def solve(
         dt0,
         max_steps,
         save_models,
+        min_norm=min_norm,
+        tolerances=(rtol, atol),
     )
     final = eqx.combine(final, static)
     if throw:

@@ -39,9 +39,15 @@ class AbstractLoss(eqx.Module):
     ) -> Float[Array, " n"]:
         """The per-sample loss $\\ell(\\hat y_i, y_i)$, elementwise."""
 
-    def __call__(self, model, data: Dataset) -> Float[Array, ""]:
-        values = self.pointwise(model(data.X), data.y)
+    def of_predictions(
+        self, prediction: Float[Array, " n"], target: Float[Array, " n"]
+    ) -> Float[Array, ""]:
+        """The loss as a function of the predictions $\\hat y_i = f(x_i)$."""
+        values = self.pointwise(prediction, target)
         return jnp.mean(values) if self.reduction == "mean" else jnp.sum(values)
+
+    def __call__(self, model, data: Dataset) -> Float[Array, ""]:
+        return self.of_predictions(model(data.X), data.y)
 
     def check_labels(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
         """Return `y`, raising if this loss needs labels in $\\{+1,-1\\}$ and they

@@ -21,8 +21,10 @@ def loss(model, flow) -> Float[Array, ""]:
 
 
 def grad_norm(model, flow) -> Float[Array, ""]:
-    """$\\|\\nabla_\\theta L\\|_2$ over all parameters."""
-    leaves = jax.tree.leaves(flow.gradient(model))
+    """$\\|\\nabla_\\theta L\\|_2$ over all parameters; at ReLU kinks, of the
+    least-norm element of the subdifferential (`GradientFlow.min_norm_gradient`), the
+    speed of the flow."""
+    leaves = jax.tree.leaves(flow.min_norm_gradient(model))
     return jnp.sqrt(sum(jnp.sum(g**2) for g in leaves))
 
 

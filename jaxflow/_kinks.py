@@ -1,0 +1,234 @@
+r"""The minimum-norm gradient flow of a one-hidden-layer ReLU network.
+
+At a kink, where a pre-activation $z_{ij} = \langle w_j, x_i\rangle + b_j$ is zero, the
+loss is not differentiable and $-\nabla L$ jumps. The flow is then the differential
+inclusion $\dot\theta \in -\partial L(\theta)$ (Clarke subdifferential), and its
+*slow* solution takes the element of least norm. For $f(x) = \sum_j v_j
+\sigma(\langle u_j, \tilde x\rangle)$, $u_j = (w_j, b_j)$, $\tilde x = (x, 1)$, and
+residuals $r_i = \partial L / \partial f(x_i)$, the subdifferential in $u_j$ is
+
+$$\partial_{u_j} L = \Big\{\, g_j + \sum_{i \in K_j} s_i\, v_j r_i\, \tilde x_i
+\;:\; s \in [0, 1]^{K_j} \Big\}, \qquad g_j = v_j \sum_{i:\, z_{ij} > 0} r_i\,\tilde x_i,$$
+
+with $K_j$ the points on neuron $j$'s kink, so the least-norm element is one tiny
+box-constrained least-squares problem per neuron. On one surface with $s_i \in (0, 1)$
+it is the Filippov sliding velocity: tangent to the surface, $\dot z_{ij} = 0$. When
+$s_i$ reaches 0 or 1 the trajectory leaves the surface to the matching side. The
+gradient in $v_j$ is single-valued since $\sigma(0) = 0$, and the conserved quantities
+$v_j^2 - \|u_j\|^2$ stay conserved.
+
+The flow is integrated piecewise: a `Pattern` fixes which pairs are active, inactive
+or on a kink, and within a piece the vector field is the smooth continuation of that
+piece (`field`), so the solver's error control never sees a jump. `jaxflow.solve` locates
+where a pre-activation changes sign and starts a new piece there.
+"""
+
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from ._dataset import Dataset
+from .losses import AbstractLoss
+from .models import TwoLayerReLU
+
+
+# Most points a neuron can sit on the kink of at once (a pair beyond this ends the solve
+# with status `kink_overflow`). One is generic; two covers sliding along an edge.
+MAX_KINKS = 2
+
+# A pair on a kink whose |z_ij| grows past this, relative to ||u_j|| ||x_i||, has left.
+RELEASE = 1e-10
+
+
+def supports(flow, model) -> bool:
+    """Whether the minimum-norm treatment applies: a `TwoLayerReLU` trained with a
+    built-in loss on a `Dataset`."""
+    return (
+        isinstance(model, TwoLayerReLU)
+        and isinstance(flow.loss, AbstractLoss)
+        and isinstance(flow.data, Dataset)
+    )
+
+
+class ReLUProblem(eqx.Module):
+    """What the field needs from the flow, in the layout it uses."""
+
+    inputs: Float[Array, "n d1"]  # x_i, with a column of ones when the net has a bias
+    norms: Float[Array, " n"]
+    target: Float[Array, " n"]
+    loss: AbstractLoss
+
+    def __init__(self, flow, model: TwoLayerReLU):
+        X = flow.data.X
+        if model.b is not None:
+            X = jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1)
+        self.inputs = X
+        self.norms = jnp.linalg.norm(X, axis=1)
+        self.target = flow.data.y
+        self.loss = flow.loss
+
+
+def neurons(params: TwoLayerReLU) -> Float[Array, "h d1"]:
+    """$u_j = (w_j, b_j)$ as rows."""
+    if params.b is None:
+        return params.W
+    return jnp.concatenate([params.W, params.b[:, None]], axis=1)
+
+
+def _with_neurons(params: TwoLayerReLU, U, v) -> TwoLayerReLU:
+    d = params.W.shape[1]
+    if params.b is None:
+        return eqx.tree_at(lambda m: (m.W, m.v), params, (U, v))
+    return eqx.tree_at(lambda m: (m.W, m.v, m.b), params, (U[:, :d], v, U[:, d]))
+
+
+class Pattern(eqx.Module):
+    """The discrete state of a piece: which pairs are active, and which sit on a kink.
+
+    `slots[j]` lists the points on neuron `j`'s kink (-1 for an empty slot); those
+    pairs are not `active`.
+    """
+
+    active: Bool[Array, "n h"]
+    slots: Int[Array, "h k"]
+
+    def on_kink(self) -> Bool[Array, "n h"]:
+        return slot_values(self.slots, jnp.ones(self.slots.shape, bool), self.active)
+
+
+def slot_values(slots: Int[Array, "h k"], values: Array, like: Array) -> Array:
+    """Scatter per-slot `values` to an array shaped like `like` (n, h), zero elsewhere."""
+    n, h = like.shape
+    rows = jnp.where(slots >= 0, slots, n)
+    cols = jnp.broadcast_to(jnp.arange(h)[:, None], slots.shape)
+    return jnp.zeros((n, h), values.dtype).at[rows, cols].set(values, mode="drop")
+
+
+def slots_of(on_kink: Bool[Array, "n h"]) -> tuple[Int[Array, "h k"], Bool[Array, ""]]:
+    """The kink slots holding the pairs marked in `on_kink`, and whether some neuron
+    has more than `MAX_KINKS` of them."""
+    k = min(MAX_KINKS, on_kink.shape[0])
+    marked, index = jax.lax.top_k(on_kink.T.astype(jnp.int32), k)
+    slots = jnp.where(marked > 0, index, -1)
+    if k < MAX_KINKS:
+        slots = jnp.pad(slots, ((0, 0), (0, MAX_KINKS - k)), constant_values=-1)
+    return slots, jnp.any(jnp.sum(on_kink, axis=0) > MAX_KINKS)
+
+
+def pair_scale(params: TwoLayerReLU, problem: ReLUProblem) -> Float[Array, "n h"]:
+    """$\\|u_j\\| \\|x_i\\|$, the size of $z_{ij}$."""
+    return problem.norms[:, None] * jnp.linalg.norm(neurons(params), axis=1)[None, :]
+
+
+def pattern_at(
+    params: TwoLayerReLU, problem: ReLUProblem, tol: float
+) -> tuple[Pattern, Bool[Array, ""]]:
+    """The pattern of a point: pairs with $|z_{ij}| \\le$ `tol` $\\|u_j\\|\\|x_i\\|$ are on
+    a kink, the others active where $z_{ij} > 0$. Also returns whether some neuron had
+    more than `MAX_KINKS` pairs on a kink (the first ones are kept)."""
+    Z = problem.inputs @ neurons(params).T
+    near = jnp.abs(Z) <= tol * pair_scale(params, problem)
+    slots, overflow = slots_of(near)
+    return Pattern(active=(Z > 0) & ~near, slots=slots), overflow
+
+
+# All ways to treat each slot in the box QP: 0 free, 1 at its lower, 2 at its upper bound.
+_CASES = np.array(list(itertools.product((0, 1, 2), repeat=MAX_KINKS)), dtype=np.int32)
+
+
+def _box_lsq(
+    g: Float[Array, " d1"], M: Float[Array, "k d1"], valid: Bool[Array, " k"]
+) -> Float[Array, " k"]:
+    """$\\arg\\min_{s \\in [0,1]^k} \\|g + M^\\top s\\|^2$, exactly, by checking the KKT
+    conditions of every face of the box (there are $3^k$, $k \\le$ `MAX_KINKS`)."""
+    M = jnp.where(valid[:, None], M, 0.0)
+    H = M @ M.T
+    q = M @ g
+    size = jnp.max(jnp.diag(H)) + jnp.max(jnp.abs(q))
+    tiny = 1e-14 * jnp.where(size > 0, size, 1.0)
+    # Empty slots, or a singular H (a point whose residual is 0), stay well posed.
+    H = H + jnp.diag(jnp.where(valid, tiny, 1.0))
+
+    def case(c):
+        free = c == 0
+        fixed = jnp.where(c == 2, 1.0, 0.0).astype(g.dtype)
+        A = jnp.where(free[:, None] & free[None, :], H, jnp.eye(len(c), dtype=H.dtype))
+        rhs = jnp.where(free, -(q + H @ fixed), 0.0)
+        s = jnp.where(free, jnp.linalg.solve(A, rhs), fixed)
+        slope = H @ s + q
+        violation = jnp.where(
+            free,
+            jnp.maximum(-s, 0) + jnp.maximum(s - 1, 0),
+            jnp.where(c == 1, jnp.maximum(-slope, 0), jnp.maximum(slope, 0)) / size,
+        )
+        return s, jnp.sum(violation), 0.5 * s @ H @ s + q @ s
+
+    s, violation, objective = jax.vmap(case)(jnp.asarray(_CASES))
+    feasible = violation <= 1e-10
+    best = jnp.where(
+        jnp.any(feasible),
+        jnp.argmin(jnp.where(feasible, objective, jnp.inf)),
+        jnp.argmin(violation),
+    )
+    return jnp.where(valid, jnp.clip(s[best], 0.0, 1.0), 0.0)
+
+
+class Field(eqx.Module):
+    """The smooth continuation of one piece's minimum-norm gradient, and its parts."""
+
+    value: Float[Array, ""]  # the loss
+    gradient: TwoLayerReLU  # the minimum-norm element of the subdifferential
+    multipliers: Float[Array, "h k"]  # s for each kink slot, in [0, 1]
+
+
+def forward(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem):
+    """Pre-activations $z_{ij}$, hidden activations of the piece, the loss and the
+    residuals $r_i = \\partial L / \\partial f(x_i)$."""
+    Z = problem.inputs @ neurons(params).T
+    hidden = jnp.where(pattern.active, Z, 0.0) + jnp.where(
+        pattern.on_kink(), jax.nn.relu(Z), 0.0
+    )
+    value, r = jax.value_and_grad(problem.loss.of_predictions)(
+        hidden @ params.v, problem.target
+    )
+    return Z, hidden, value, r
+
+
+def field(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem) -> Field:
+    """The minimum-norm gradient of the piece `pattern` at `params`.
+
+    Active pairs contribute $z_{ij}$ to the hidden layer even where $z_{ij} < 0$ (the
+    continuation of the piece past its boundary, which the solver may sample inside a
+    step that is then cut at the crossing); pairs on a kink contribute $\\sigma(z_{ij})$.
+    """
+    X, v = problem.inputs, params.v
+    Z, hidden, value, r = forward(params, pattern, problem)
+    gU = v[:, None] * (jnp.where(pattern.active, r[:, None], 0.0).T @ X)
+    gv = hidden.T @ r
+
+    valid = pattern.slots >= 0
+    index = jnp.where(valid, pattern.slots, 0)
+    # Column i of neuron j's QP: the jump of its gradient across z_ij = 0.
+    M = jnp.where(valid, v[:, None] * r[index], 0.0)[..., None] * X[index]
+
+    def on_kinks(gU):
+        s = jax.vmap(_box_lsq)(gU, M, valid)
+        return gU + jnp.einsum("hk,hkd->hd", s, M), s
+
+    gU, s = jax.lax.cond(
+        jnp.any(valid), on_kinks, lambda gU: (gU, jnp.zeros(valid.shape, gU.dtype)), gU
+    )
+    return Field(value, _with_neurons(params, gU, gv), s)
+
+
+def min_norm_gradient(flow, model: TwoLayerReLU, tol: float) -> TwoLayerReLU:
+    """The least-norm element of the Clarke subdifferential of the loss at `model`,
+    counting pairs with $|z_{ij}| \\le$ `tol` $\\|u_j\\|\\|x_i\\|$ as on the kink."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    problem = ReLUProblem(flow, model)
+    pattern, _ = pattern_at(params, problem, tol)
+    return eqx.combine(field(params, pattern, problem).gradient, static)

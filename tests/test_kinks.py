@@ -1,0 +1,220 @@
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxflow as jf
+from jaxflow import _kinks
+
+from helpers import relative_error, relu_problem
+
+
+def _boursier_flammarion(width, scale, seed):
+    flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
+    net = jf.models.TwoLayerReLU(
+        1, width, scale=scale, bias=True, fan="width", key=jax.random.key(seed)
+    )
+    return flow, net
+
+
+def _kink_crossing_problem():
+    """Logistic loss, 6 points in 3-D, width 5, unit init: each (neuron, point) pair
+    changes sign at most once along the flow (checked in test_solve): no sliding."""
+    dkey, mkey = jax.random.split(jax.random.key(3))
+    X = jax.random.normal(dkey, (6, 3))
+    data = jf.Dataset(X, jnp.sign(X[:, 0] + 0.3 * X[:, 1]))
+    net = jf.models.TwoLayerReLU(3, 5, scale=1.0, key=mkey)
+    return jf.GradientFlow(jf.losses.logistic, data), net
+
+
+@pytest.mark.parametrize("valid", [(True, True), (True, False), (False, True)])
+def test_box_least_squares_is_exact(valid):
+    optimize = pytest.importorskip("scipy.optimize")
+    valid = jnp.array(valid)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        g = jnp.asarray(rng.normal(size=4))
+        M = jnp.asarray(rng.normal(size=(2, 4)) * rng.uniform(0.1, 3, size=(2, 1)))
+        s = _kinks._box_lsq(g, M, valid)
+        A = np.asarray(M[np.asarray(valid)].T)
+        ref = optimize.lsq_linear(A, -np.asarray(g), bounds=(0, 1), tol=1e-14)
+        best = np.sum((np.asarray(g) + A @ ref.x) ** 2)
+        ours = float(jnp.sum((g + M.T @ s) ** 2))
+        assert ours <= best + 1e-12 * (1 + best)
+        assert bool(jnp.all((s >= 0) & (s <= 1) & (valid | (s == 0))))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_field_off_kinks_is_the_gradient(bias):
+    flow, net = relu_problem(n=15, d=4, width=7, scale=1.0, bias=bias)
+    params, _ = eqx.partition(net, eqx.is_inexact_array)
+    problem = _kinks.ReLUProblem(flow, net)
+    pattern, _ = _kinks.pattern_at(params, problem, _kinks.RELEASE)
+    assert int(jnp.sum(pattern.slots >= 0)) == 0
+    F = _kinks.field(params, pattern, problem)
+    assert relative_error(F.gradient, flow.gradient(net)) < 1e-13
+    assert float(abs(F.value - flow(net))) < 1e-14
+    assert relative_error(flow.min_norm_gradient(net), flow.gradient(net)) < 1e-13
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_min_norm_gradient_on_a_kink(bias):
+    """Put neuron 0 exactly on the kink of point 0; the min-norm element must be the
+    least-norm point of the segment between the two one-sided gradients."""
+    flow, net = relu_problem(
+        n=15, d=4, width=7, scale=1.0, bias=bias, loss=jf.losses.square
+    )
+    x = flow.data.X[0]
+    x1 = x if not bias else jnp.append(x, 1.0)
+    u = net.W[0] if not bias else jnp.append(net.W[0], net.b[0])
+    u = u - (u @ x1) / (x1 @ x1) * x1
+    net = eqx.tree_at(lambda m: m.W, net, net.W.at[0].set(u[: x.shape[0]]))
+    if bias:
+        net = eqx.tree_at(lambda m: m.b, net, net.b.at[0].set(u[-1]))
+    assert abs(float(net.preactivations(x)[0])) < 1e-15
+
+    def at(offset):  # the gradient just off the kink, on one side
+        moved = eqx.tree_at(lambda m: m.W, net, net.W.at[0].add(offset * x))
+        if bias:
+            moved = eqx.tree_at(lambda m: m.b, moved, moved.b.at[0].add(offset))
+        return jax.flatten_util.ravel_pytree(flow.gradient(moved))[0]
+
+    below, above = at(-1e-9), at(1e-9)
+    s = np.linspace(0, 1, 200_001)
+    norms = np.linalg.norm(
+        np.asarray(below)[None] + s[:, None] * np.asarray(above - below), axis=1
+    )
+    best = below + s[np.argmin(norms)] * (above - below)
+    got = jax.flatten_util.ravel_pytree(flow.min_norm_gradient(net))[0]
+    assert float(jnp.linalg.norm(got - best) / jnp.linalg.norm(best)) < 1e-6
+    assert float(jnp.linalg.norm(got)) <= float(np.min(norms)) * (1 + 1e-6)
+
+
+def test_no_sliding_agrees_with_the_plain_solve():
+    flow, net = _kink_crossing_problem()
+    reference = jf.solve(flow, net, t1=5.0, rtol=1e-13, kinks="plain", max_steps=10**6)
+    plain = jf.solve(flow, net, t1=5.0, rtol=1e-10, kinks="plain")
+    exact = jf.solve(flow, net, t1=5.0, rtol=1e-10, kinks="min-norm")
+    assert exact.status == jf.RESULTS.successful
+    assert int(exact.stats["num_crossings"]) >= 2
+    assert int(exact.stats["num_slides"]) == 0
+    assert int(exact.metrics["num_crossings"][-1]) == int(exact.stats["num_crossings"])
+    error = relative_error(exact.final, reference.final)
+    assert error < 1e-8
+    assert error <= relative_error(plain.final, reference.final)
+    assert exact.stats["num_vf_evals"] < plain.stats["num_vf_evals"] / 2
+    assert np.allclose(exact.metrics["loss"], reference.metrics["loss"], rtol=1e-8)
+
+
+def test_auto_picks_min_norm_for_relu_nets_only():
+    flow, net = _kink_crossing_problem()
+    assert "num_events" in jf.solve(flow, net, t1=0.1).stats
+    assert "num_events" not in jf.solve(flow, net, t1=0.1, kinks="plain").stats
+    linear = jf.GradientFlow(jf.losses.square, flow.data)
+    sol = jf.solve(linear, jf.models.Linear(3, key=jax.random.key(0)), t1=0.1)
+    assert "num_events" not in sol.stats
+    with pytest.raises(ValueError, match="kinks='min-norm' needs a jaxflow.models"):
+        jf.solve(
+            linear, jf.models.Linear(3, key=jax.random.key(0)), t1=0.1, kinks="min-norm"
+        )
+    with pytest.raises(ValueError, match="`kinks` must be 'auto'.*got 'filippov'"):
+        jf.solve(flow, net, t1=0.1, kinks="filippov")
+
+
+def test_sliding_pairs_stay_on_their_kink():
+    """Boursier-Flammarion data at scale 0.1: neurons with a_j < 0 slide along a data
+    point's kink, where the plain solve stalls."""
+    flow, net = _boursier_flammarion(width=20, scale=0.1, seed=4)
+    ts = jnp.linspace(0.0, 30.0, 61)
+    sol = jf.solve(flow, net, t1=30.0, rtol=1e-9, ts=ts)
+    assert sol.status == jf.RESULTS.successful
+    assert int(sol.stats["num_slides"]) > 0
+    sliding = np.asarray(sol.metrics["num_sliding"])
+    assert sliding.max() > 0
+    X1 = jnp.concatenate([flow.data.X, jnp.ones((3, 1))], axis=1)
+
+    def on_kink(m):
+        u = jnp.concatenate([m.W, m.b[:, None]], axis=1)
+        scale = (
+            jnp.linalg.norm(X1, axis=1)[:, None] * jnp.linalg.norm(u, axis=1)[None, :]
+        )
+        return jnp.sum(jnp.abs(X1 @ u.T) <= 1e-13 * scale)
+
+    exact = np.asarray(jax.vmap(on_kink)(sol.ys))
+    assert np.all(exact >= sliding)  # sliding pairs sit on z = 0 to rounding
+    assert float(jnp.max(sol.metrics["conserved_drift"])) < 1e-8
+    stalled = jf.solve(
+        flow, net, t1=30.0, rtol=1e-9, ts=ts, kinks="plain", max_steps=4000
+    )
+    assert stalled.status == jf.RESULTS.max_steps_reached
+    assert int(sol.stats["num_steps"]) < 1000
+
+
+def test_gradient_descent_converges_to_the_sliding_flow():
+    """GD crosses a sliding surface back and forth; its error against the min-norm flow
+    must still shrink like the step."""
+    flow, net = _boursier_flammarion(width=10, scale=0.1, seed=2)
+    T = 10.0
+    sol = jf.solve(flow, net, t1=T, rtol=1e-11, ts=jnp.array([T]))
+    assert int(sol.stats["num_slides"]) > 0
+    target = sol.final(flow.data.X)
+    errors = []
+    for lr in (1e-2, 1e-3, 1e-4):
+        gd = jf.gradient_descent(
+            flow, net, lr=lr, steps=int(round(T / lr)), ts=jnp.array([T])
+        )
+        errors.append(float(jnp.max(jnp.abs(gd.final(flow.data.X) - target))))
+    order = np.polyfit(np.log([1e-2, 1e-3, 1e-4]), np.log(errors), 1)[0]
+    assert 0.8 < order < 1.2, errors
+    assert errors[-1] < 1e-3
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_vmap_over_seeds_matches_single_solves(bias):
+    if bias:
+        flow, _ = _boursier_flammarion(width=10, scale=0.1, seed=0)
+    else:
+        flow, _ = _kink_crossing_problem()
+    d = flow.data.X.shape[1]
+
+    def run(key):
+        net = jf.models.TwoLayerReLU(d, 10, scale=0.5, bias=bias, fan="width", key=key)
+        return jf.solve(flow, net, t1=20.0, rtol=1e-11, ts=jnp.linspace(0, 20.0, 5))
+
+    keys = jax.random.split(jax.random.key(5), 3)
+    batch = jax.jit(jax.vmap(run))(keys)
+    assert bool(jnp.all(batch.status == jf.RESULTS.successful))
+    assert int(jnp.sum(batch.stats["num_crossings"])) > 0
+    for i, key in enumerate(keys):
+        alone = run(key)
+        assert (
+            relative_error(jax.tree.map(lambda x: x[i], batch.final), alone.final)
+            < 1e-8
+        )
+        assert int(batch.stats["num_crossings"][i]) == int(alone.stats["num_crossings"])
+
+
+def test_num_vf_evals_counts_real_gradient_evaluations():
+    calls = []
+
+    class Counted(jf.losses.AbstractLoss):
+        reduction: str = eqx.field(default="mean", static=True)
+        needs_pm1_labels = False
+
+        def pointwise(self, prediction, target):
+            jax.debug.callback(lambda: calls.append(1), ordered=True)
+            return (prediction - target) ** 2
+
+    flow, net = _boursier_flammarion(width=10, scale=0.1, seed=1)
+    flow = jf.GradientFlow(Counted(), flow.data)
+    for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Heun()):
+        calls.clear()
+        sol = jf.solve(flow, net, t1=10.0, rtol=1e-6, solver=solver, metrics={})
+        jax.block_until_ready(sol)
+        assert int(sol.stats["num_events"]) > 0
+        # Each attempted step also evaluates the loss (not its gradient) at its end, to
+        # find sign changes; + 1: the loss and gradient check at the final state.
+        expected = int(sol.stats["num_vf_evals"]) + int(sol.stats["num_steps"]) + 1
+        assert len(calls) == expected, type(solver).__name__
