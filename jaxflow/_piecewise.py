@@ -247,8 +247,10 @@ def solve_piecewise(
             e = excess(interp.evaluate(t), st.pattern)
             return jnp.min(jnp.where(crossed, e, jnp.inf))
 
-        f0 = jnp.min(jnp.where(crossed, excess(st.y, st.pattern), jnp.inf))
-        f1 = jnp.min(jnp.where(crossed, excess(y1, st.pattern), jnp.inf))
+        # psi(t0) costs a pre-activation pass: only when there is a crossing.
+        f0 = jax.lax.cond(event, lambda: psi(st.t), lambda: jnp.zeros_like(st.t))
+        signed = jnp.where(st.pattern.active, Z1, -Z1) / problem.norms[:, None]
+        f1 = jnp.min(jnp.where(crossed, signed, jnp.inf))
         t_cut = _first_root(psi, st.t, st.tnext, f0, f1, event)
         t_end = jnp.where(event, t_cut, st.tnext)
         y_end = jax.tree.map(

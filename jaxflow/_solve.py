@@ -159,38 +159,10 @@ def _diffeqsolve(
     return saved, values, final, sol.ts[1][0], stats, RESULTS.promote(sol.result)
 
 
-def _solve_min_norm(
-    flow,
-    params,
-    static,
-    metrics,
-    t0,
-    t1,
-    ts,
-    solver,
-    controller,
-    dt0,
-    max_steps,
-    save_models,
-    rtol,
-    atol,
-):
+def _solve_min_norm(flow, params, static, metrics, *args, rtol, atol):
+    solver, controller, dt0, max_steps = args[3:7]
     (saved, values, diagnostics), final, t_final, stats, result = solve_piecewise(
-        flow,
-        params,
-        static,
-        metrics,
-        t0,
-        t1,
-        ts,
-        solver,
-        controller,
-        dt0,
-        max_steps,
-        save_models,
-        _save,
-        rtol,
-        atol,
+        flow, params, static, metrics, *args, _save, rtol, atol
     )
     stats = dict(stats, max_steps=jnp.asarray(max_steps))
     # Restarts re-evaluate a first-same-as-last stage; each event (and the start)
@@ -213,7 +185,9 @@ def _solve(flow, params, static, metrics, *args, min_norm: bool, tolerances):
         rtol, atol = (
             jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in tolerances
         )
-        out = _solve_min_norm(flow, params, static, metrics, *args, rtol, atol)
+        out = _solve_min_norm(
+            flow, params, static, metrics, *args, rtol=rtol, atol=atol
+        )
     else:
         out = _diffeqsolve(flow, params, static, metrics, *args)
     saved, values, final, t_final, stats, status = out
