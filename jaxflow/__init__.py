@@ -16,13 +16,17 @@ if os.environ.get("JAXFLOW_ENABLE_X64", "1") != "0":
 
 from . import (
     datasets as datasets,
+    events as events,
     losses as losses,
     metrics as metrics,
     models as models,
 )
 from ._dataset import Dataset as Dataset
+from ._ensemble import solve_ensemble as solve_ensemble
 from ._flow import GradientFlow as GradientFlow
 from ._gd import gradient_descent as gradient_descent
+from ._results import Ensemble as Ensemble
+from ._rundir import load_ensemble as load_ensemble
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
 

@@ -96,6 +96,7 @@ def gradient_descent(
         metrics=values,
         stats=stats,
         status=status,
+        event_times={},
         rtol=jnp.asarray(jnp.nan),
         atol=jnp.asarray(jnp.nan),
         solver=f"GradientDescent(lr={lr:g})",

@@ -32,6 +32,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ._dataset import Dataset
+from ._roots import when
 from .losses import AbstractLoss
 from .models import TwoLayerReLU
 
@@ -219,8 +220,8 @@ def field(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem) -> Field
         s = jax.vmap(_box_lsq)(gU, M, valid)
         return gU + jnp.einsum("hk,hkd->hd", s, M), s
 
-    gU, s = jax.lax.cond(
-        jnp.any(valid), on_kinks, lambda gU: (gU, jnp.zeros(valid.shape, gU.dtype)), gU
+    gU, s = when(
+        jnp.any(valid), lambda: on_kinks(gU), (gU, jnp.zeros(valid.shape, gU.dtype))
     )
     return Field(value, _with_neurons(params, gU, gv), s)
 

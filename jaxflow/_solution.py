@@ -42,6 +42,12 @@ def status_name(status) -> str | np.ndarray:
     return names.item() if names.ndim == 0 else names
 
 
+def succeeded(status: RESULTS) -> Bool[Array, "..."]:
+    """Whether a (possibly batched) status is a success: `successful`, or
+    `event_occurred` (a terminal event ended the solve)."""
+    return (status == RESULTS.successful) | (status == RESULTS.event_occurred)
+
+
 class Solution(eqx.Module):
     """The result of `jaxflow.solve` or `jaxflow.gradient_descent`.
 
@@ -61,13 +67,16 @@ class Solution(eqx.Module):
     - `stats`: dict with at least `num_accepted_steps`, `num_rejected_steps`,
         `num_steps` (both), `num_vf_evals` (gradient evaluations by the solver;
         -1 where the solver's count is unknown) and `max_steps`. A
-        `kinks="min-norm"` solve adds `num_events` (crossings located and cut at),
+        `kinks="min-norm"` solve adds `num_kink_events` (crossings located and cut at),
         `num_crossings` (pairs that passed through a kink there), `num_slides`
         (pairs that started sliding), `num_exits` (pairs that left a kink),
         `num_small_crossings` (crossings too small to locate, switched at a step's
         end) and `num_restarts` (steps started afresh after a cut); each attempted
         step also evaluates the loss once (no gradient) at its end.
     - `status`: a `jaxflow.RESULTS` item; `status_name` and `message` say it in words.
+        `succeeded` is true for `successful` and `event_occurred`.
+    - `event_times`: dict event name -> the first time the event happened, shaped like
+        the event's value (nan where it did not happen); empty without `events`.
     - `rtol`, `atol`: the tolerances the solve ran with (nan for gradient descent).
     - `solver`: the integrator used, e.g. `"Tsit5"` or `"GradientDescent(lr=0.002)"`.
     """
@@ -79,13 +88,14 @@ class Solution(eqx.Module):
     metrics: dict[str, Array]
     stats: dict[str, Int[Array, ""]]
     status: RESULTS
+    event_times: dict[str, Array]
     rtol: Float[Array, ""]
     atol: Float[Array, ""]
     solver: str = eqx.field(static=True)
 
     @property
     def succeeded(self) -> Bool[Array, ""]:
-        return self.status == RESULTS.successful
+        return succeeded(self.status)
 
     @property
     def status_name(self) -> str | np.ndarray:

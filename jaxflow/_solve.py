@@ -9,9 +9,11 @@ from jaxtyping import Array, ArrayLike, Float
 from ._custom_types import MetricFn, RealScalarLike
 from ._errors import check, describe
 from ._flow import GradientFlow
-from ._kinks import supports as supports_min_norm
-from ._piecewise import solve_piecewise
-from ._solution import RESULTS, Solution
+from ._integrate import Integrator
+from ._kinks import ReLUProblem, supports as supports_min_norm
+from ._piecewise import Kinks, Smooth
+from ._solution import RESULTS, Solution, succeeded
+from .events._events import AbstractEvent, check_events
 from .metrics import default_metrics
 
 
@@ -93,11 +95,6 @@ def _final_status(status, params, flow: GradientFlow, static):
     return RESULTS.where(bad_gradient, RESULTS.nonfinite_gradient, status)
 
 
-def _vector_field(t, y, args):
-    flow, static, _ = args
-    return flow.vector_field(t, y, static)
-
-
 def _num_vf_evals(solver, num_steps) -> Array:
     """Gradient evaluations made by an explicit Runge-Kutta solver (-1 if unknown).
 
@@ -116,11 +113,11 @@ def _num_vf_evals(solver, num_steps) -> Array:
     return per_step * num_steps + start
 
 
-def _diffeqsolve(
+def integrator(
     flow,
     params,
     static,
-    metrics,
+    *,
     t0,
     t1,
     ts,
@@ -129,70 +126,65 @@ def _diffeqsolve(
     dt0,
     max_steps,
     save_models,
-):
-    saveat = dfx.SaveAt(
-        subs=[
-            dfx.SubSaveAt(
-                ts=ts,
-                fn=lambda t, y, args: _save(y, static, flow, metrics, save_models),
-            ),
-            dfx.SubSaveAt(t1=True),
-        ]
-    )
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(_vector_field),
-        solver,
-        t0,
-        t1,
-        dt0,
-        params,
-        args=(flow, static, metrics),
-        saveat=saveat,
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        throw=False,
-    )
-    (saved, values), final = sol.ys
-    final = jax.tree.map(lambda x: x[0], final)
-    stats = {k: jnp.asarray(v) for k, v in sol.stats.items()}
-    stats["num_vf_evals"] = _num_vf_evals(solver, stats["num_steps"])
-    return saved, values, final, sol.ts[1][0], stats, RESULTS.promote(sol.result)
-
-
-def _solve_min_norm(flow, params, static, metrics, *args, rtol, atol):
-    solver, controller, dt0, max_steps = args[3:7]
-    (saved, values, diagnostics), final, t_final, stats, result = solve_piecewise(
-        flow, params, static, metrics, *args, _save, rtol, atol
-    )
-    stats = dict(stats, max_steps=jnp.asarray(max_steps))
-    # Restarts re-evaluate a first-same-as-last stage; each event (and the start)
-    # evaluates the field once more to decide slide or cross; choosing the first step
-    # costs two.
-    fsal = isinstance(solver, dfx.AbstractERK) and solver.tableau.fsal
-    extra = stats["num_events"] + 1 + (stats["num_restarts"] if fsal else 0)
-    if dt0 is None and isinstance(controller, dfx.AbstractAdaptiveStepSizeController):
-        extra = extra + 2
-    evals = _num_vf_evals(solver, stats["num_steps"])
-    stats["num_vf_evals"] = jnp.where(evals >= 0, evals + extra, evals)
-    return saved, values | diagnostics, final, t_final, stats, result
-
-
-@eqx.filter_jit
-def _solve(flow, params, static, metrics, *args, min_norm: bool, tolerances):
+    events,
+    min_norm,
+    tolerances,
+) -> Integrator:
+    """The time loop of one solve (also one seed of an ensemble)."""
     if min_norm:
         # Unknown tolerances (a controller other than PID): locate every crossing.
-        dtype = jnp.result_type(*jax.tree.leaves(params))
+        dtype = jnp.result_type(t0)
         rtol, atol = (
             jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in tolerances
         )
-        out = _solve_min_norm(
-            flow, params, static, metrics, *args, rtol=rtol, atol=atol
-        )
+        problem = ReLUProblem(flow, eqx.combine(params, static))
+        pieces = Kinks(problem, rtol, atol)
     else:
-        out = _diffeqsolve(flow, params, static, metrics, *args)
-    saved, values, final, t_final, stats, status = out
+        pieces = Smooth(flow, static)
+    return Integrator(
+        flow=flow,
+        static=static,
+        pieces=pieces,
+        solver=solver,
+        controller=controller,
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        dt0=dt0,
+        events=events,
+        max_steps=max_steps,
+        save_models=save_models,
+    )
+
+
+def stats_of(counts, integrator: Integrator) -> dict[str, Array]:
+    """The solve's step counts, and the gradient evaluations they cost."""
+    solver, controller = integrator.solver, integrator.controller
+    stats = dict(counts, max_steps=jnp.asarray(integrator.max_steps))
+    extra = 0
+    if integrator.dt0 is None and isinstance(
+        controller, dfx.AbstractAdaptiveStepSizeController
+    ):
+        extra = extra + 2  # choosing the first step
+    if "num_kink_events" in counts:
+        # Restarts re-evaluate a first-same-as-last stage; each kink event (and the
+        # start) evaluates the field once more to decide slide or cross.
+        fsal = isinstance(solver, dfx.AbstractERK) and solver.tableau.fsal
+        extra = extra + counts["num_kink_events"] + 1
+        extra = extra + (counts["num_restarts"] if fsal else 0)
+    evals = _num_vf_evals(solver, counts["num_steps"])
+    stats["num_vf_evals"] = jnp.where(evals >= 0, evals + extra, evals)
+    return stats
+
+
+@eqx.filter_jit
+def _solve(flow, params, static, metrics, config):
+    loop = integrator(flow, params, static, **config)
+    st = loop.init(params, metrics)
+    st = loop.advance(st, loop.t1)
+    (saved, values), final, t_final, counts, status, event_times = loop.finish(st)
     status = _final_status(status, final, flow, static)
-    return saved, values, final, t_final, stats, status
+    return saved, values, final, t_final, stats_of(counts, loop), status, event_times
 
 
 def solve(
@@ -212,6 +204,7 @@ def solve(
     save_models: bool = True,
     throw: bool = False,
     kinks: Literal["auto", "min-norm", "plain"] = "auto",
+    events: dict[str, AbstractEvent] | None = None,
 ) -> Solution:
     r"""Integrate the gradient flow $\dot\theta = -\nabla L(\theta)$ from `model` at
     `t0` to `t1` with an adaptive diffrax solver.
@@ -245,18 +238,23 @@ def solve(
             (the Filippov sliding velocity on a kink surface): crossings are located on
             the dense output and the step restarted there; pairs that slide stay on
             their surface exactly. Records `num_sliding` and `num_crossings` among the
-            metrics and `num_events`, `num_crossings`, `num_slides`, `num_exits`,
+            metrics and `num_kink_events`, `num_crossings`, `num_slides`, `num_exits`,
             `num_restarts` in `stats`. Needs a `jaxflow.models.TwoLayerReLU`, a
             built-in loss and a `Dataset`.
-        - `"plain"`: integrate $-\nabla L$ with $\sigma'(0) = 0$ by
-            `diffrax.diffeqsolve` as it is; kinks cost rejected steps and sliding
+        - `"plain"`: integrate $-\nabla L$ with $\sigma'(0) = 0$ as it is, step by
+            step as `diffrax.diffeqsolve` would; kinks cost rejected steps and sliding
             chatters.
         - `"auto"` (default): `"min-norm"` where it applies, else `"plain"`.
+    - `events`: dict name -> `jaxflow.events.AbstractEvent`, e.g.
+        `{"stationary": jf.events.SteadyState(1e-6)}`. The first time of each is located
+        on the dense output (`sol.event_times[name]`, nan if it did not happen); a
+        terminal one ends the solve with status `event_occurred`, which counts as
+        success, and the metrics at later `ts` are nan.
 
     **Returns:**
 
-    A `jaxflow.Solution`: `ts`, `ys`, `final`, `metrics`, `stats`, `status`, `rtol`,
-    `atol`, `solver`.
+    A `jaxflow.Solution`: `ts`, `ys`, `final`, `metrics`, `stats`, `status`,
+    `event_times`, `rtol`, `atol`, `solver`.
 
     **Raises:**
 
@@ -272,6 +270,7 @@ def solve(
         ```
     """
     params, static, metrics = _prepare(flow, model, metrics, "solve")
+    events = check_events(events, "solve")
     if kinks not in ("auto", "min-norm", "plain"):
         raise ValueError(
             f"solve: `kinks` must be 'auto', 'min-norm' or 'plain', got {kinks!r}."
@@ -326,25 +325,25 @@ def solve(
     else:
         rtol = atol = jnp.nan
     solver = dfx.Tsit5() if solver is None else solver
-    saved, values, final, t_final, stats, status = _solve(
-        flow,
-        params,
-        static,
-        metrics,
-        t0,
-        t1,
-        ts,
-        solver,
-        stepsize_controller,
-        dt0,
-        max_steps,
-        save_models,
+    config = dict(
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        solver=dfx.Tsit5() if solver is None else solver,
+        controller=stepsize_controller,
+        dt0=dt0,
+        max_steps=max_steps,
+        save_models=save_models,
+        events=events,
         min_norm=min_norm,
         tolerances=(rtol, atol),
     )
+    saved, values, final, t_final, stats, status, event_times = _solve(
+        flow, params, static, metrics, config
+    )
     final = eqx.combine(final, static)
     if throw:
-        final = status.error_if(final, status != RESULTS.successful)
+        final = status.error_if(final, ~succeeded(status))
     return Solution(
         ts=ts,
         ys=None if saved is None else eqx.combine(saved, static),
@@ -353,7 +352,8 @@ def solve(
         metrics=values,
         stats=stats,
         status=status,
+        event_times=event_times,
         rtol=jnp.asarray(rtol, dtype=float),
         atol=jnp.asarray(atol, dtype=float),
-        solver=type(solver).__name__,
+        solver=type(config["solver"]).__name__,
     )

@@ -110,11 +110,11 @@ def test_no_sliding_agrees_with_the_plain_solve():
 
 def test_auto_picks_min_norm_for_relu_nets_only():
     flow, net = _kink_crossing_problem()
-    assert "num_events" in jf.solve(flow, net, t1=0.1).stats
-    assert "num_events" not in jf.solve(flow, net, t1=0.1, kinks="plain").stats
+    assert "num_kink_events" in jf.solve(flow, net, t1=0.1).stats
+    assert "num_kink_events" not in jf.solve(flow, net, t1=0.1, kinks="plain").stats
     linear = jf.GradientFlow(jf.losses.square, flow.data)
     sol = jf.solve(linear, jf.models.Linear(3, key=jax.random.key(0)), t1=0.1)
-    assert "num_events" not in sol.stats
+    assert "num_kink_events" not in sol.stats
     with pytest.raises(ValueError, match="kinks='min-norm' needs a jaxflow.models"):
         jf.solve(
             linear, jf.models.Linear(3, key=jax.random.key(0)), t1=0.1, kinks="min-norm"
@@ -213,7 +213,7 @@ def test_num_vf_evals_counts_real_gradient_evaluations():
         calls.clear()
         sol = jf.solve(flow, net, t1=10.0, rtol=1e-6, solver=solver, metrics={})
         jax.block_until_ready(sol)
-        assert int(sol.stats["num_events"]) > 0
+        assert int(sol.stats["num_kink_events"]) > 0
         # Each attempted step also evaluates the loss (not its gradient) at its end, to
         # find sign changes; + 1: the loss and gradient check at the final state.
         expected = int(sol.stats["num_vf_evals"]) + int(sol.stats["num_steps"]) + 1

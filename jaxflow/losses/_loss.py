@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._dataset import Dataset
-from .._errors import check, describe
+from .._errors import check, describe, is_traced
 
 
 class AbstractLoss(eqx.Module):
@@ -59,7 +59,8 @@ class AbstractLoss(eqx.Module):
             jnp.abs(y) != 1,
             lambda: (
                 f"{type(self).__name__} needs labels y in {{+1, -1}}, got "
-                f"{describe(jnp.unique(y)) if y.size else y}. Map your labels, e.g. "
+                f"{describe(y if is_traced(y) else jnp.unique(y))}. Map your labels, "
+                "e.g. "
                 "`y = jnp.where(labels == positive_class, 1.0, -1.0)`."
             ),
         )

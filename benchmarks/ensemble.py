@@ -1,0 +1,298 @@
+"""Seed ensembles: batched against sequential solves, throughput and memory against batch
+size, segments with per-seed termination on heavy-tailed finishing times, and the memory
+of 1024 MNIST seeds.
+
+    python benchmarks/ensemble.py                  # all sections, a table each
+    python benchmarks/ensemble.py --sections 1 3   # some of them
+    python benchmarks/ensemble.py --quick          # smaller sizes, for a smoke run
+
+Peak memory is measured in a fresh subprocess per configuration: the process's maximum
+resident set (`ru_maxrss`) on the CPU, plus the device's `peak_bytes_in_use` on a GPU.
+Times are wall-clock, compilation excluded where a row says "warm" (the same call run
+twice, the second timed).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxflow as jf
+
+
+def separable_problem(n=200, d=20, width=50, scale=1e-6):
+    data = jf.datasets.separable(jax.random.key(0), n, d, 0.3)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+
+    def init(key):
+        return jf.models.TwoLayerReLU(d, width, scale=scale, key=key)
+
+    return flow, init
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(jax.tree.leaves(out))
+    return out, time.perf_counter() - start
+
+
+def section_batched_vs_sequential(seeds: int, t1: float, rtol: float):
+    print(
+        f"\n## 1. {seeds} seeds, separable n=200, d=20, width 50, scale 1e-6, "
+        f"t1={t1:g}, rtol {rtol:g}: one vmapped batch against sequential solves\n"
+    )
+    flow, init = separable_problem()
+    keys = jax.random.split(jax.random.key(1), seeds)
+    ts = jnp.geomspace(1e-2, t1, 50)
+    kw = dict(t1=t1, ts=ts, rtol=rtol, save_models=False)
+
+    def sequential():
+        return [jf.solve(flow, init(k), **kw) for k in keys]
+
+    def batched():
+        return jf.solve_ensemble(flow, init, keys, batch_size=seeds, segments=1, **kw)
+
+    timed(lambda: jf.solve(flow, init(keys[0]), **kw))  # compile
+    sols, t_seq = timed(sequential)
+    _, t_batch_cold = timed(batched)
+    ens, t_batch = timed(batched)
+    steps = np.array([int(s.stats["num_steps"]) for s in sols])
+    agree = max(
+        float(np.max(np.abs(s.metrics["loss"] - ens.metrics["loss"][i])))
+        / float(np.max(np.abs(s.metrics["loss"])))
+        for i, s in enumerate(sols)
+    )
+    print("| mode | wall s | seeds/s |")
+    print("|---|---|---|")
+    print(f"| {seeds} sequential jf.solve (warm) | {t_seq:.2f} | {seeds / t_seq:.1f} |")
+    print(
+        f"| solve_ensemble, one batch of {seeds} (warm) | {t_batch:.2f} | "
+        f"{seeds / t_batch:.1f} |"
+    )
+    print(
+        f"| solve_ensemble, one batch of {seeds} (compilation included) | "
+        f"{t_batch_cold:.2f} | {seeds / t_batch_cold:.1f} |"
+    )
+    print(
+        f"\nBatched is {t_seq / t_batch:.1f}x faster than sequential (warm); steps per "
+        f"seed {steps.min()}-{steps.max()}; largest relative difference of the loss "
+        f"curves batched vs alone {agree:.1e}; statuses "
+        f"{sorted(set(ens.status_name))}."
+    )
+
+
+def _measure(config: dict) -> dict:
+    """Run one configuration in a fresh process; its timing and peak memory."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child(config: dict) -> None:
+    kind = config["kind"]
+    if kind == "mnist":
+        data = jf.datasets.mnist(digits=(0, 1), n=config["n"])
+        flow = jf.GradientFlow(jf.losses.exponential, data)
+        d, width = data.d, config["width"]
+
+        def init(key):
+            return jf.models.TwoLayerReLU(
+                d, width, scale=config["scale"], init="gaussian", key=key
+            )
+
+    else:
+        flow, init = separable_problem()
+    keys = jax.random.split(jax.random.key(2), config["seeds"])
+    kw = dict(
+        t1=config["t1"],
+        ts=jnp.geomspace(config["t1"] * 1e-3, config["t1"], 20),
+        rtol=config["rtol"],
+        batch_size=config["batch_size"],
+        segments=config.get("segments", 1),
+        save_models=False,
+    )
+    ens, cold = timed(lambda: jf.solve_ensemble(flow, init, keys, **kw))
+    warm = None
+    if config.get("warm", True):
+        ens, warm = timed(lambda: jf.solve_ensemble(flow, init, keys, **kw))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (KiB units)
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform == "gpu" else None
+    print(
+        json.dumps(
+            {
+                "cold": cold,
+                "warm": warm,
+                "rss_gib": rss,
+                "device_peak_gib": None
+                if not stats
+                else stats.get("peak_bytes_in_use", 0) / 2**30,
+                "steps_max": int(np.max(ens.stats["num_steps"])),
+                "steps_median": float(np.median(ens.stats["num_steps"])),
+                "status": sorted(set(ens.status_name)),
+            }
+        )
+    )
+
+
+def section_batch_sizes(sizes, t1: float, rtol: float):
+    print(
+        f"\n## 2. Throughput and memory against batch size (separable n=200, d=20, "
+        f"width 50, scale 1e-6, t1={t1:g}, rtol {rtol:g}; seeds = batch size, one "
+        "chunk; a fresh process each)\n"
+    )
+    print(
+        "| batch size | warm wall s | seeds/s | with compilation s | peak RSS GiB | "
+        "device peak GiB | steps (median, max) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for size in sizes:
+        r = _measure(
+            dict(kind="separable", seeds=size, batch_size=size, t1=t1, rtol=rtol)
+        )
+        device = "-" if r["device_peak_gib"] is None else f"{r['device_peak_gib']:.2f}"
+        print(
+            f"| {size} | {r['warm']:.2f} | {size / r['warm']:.1f} | {r['cold']:.1f} | "
+            f"{r['rss_gib']:.2f} | {device} | {r['steps_median']:.0f}, "
+            f"{r['steps_max']} |",
+            flush=True,
+        )
+
+
+def section_heavy_tail(seeds: int, rtol: float):
+    print(
+        f"\n## 3. Heavy-tailed finishing times: {seeds} seeds, terminal event "
+        "loss <= 1e-2\n"
+    )
+    # Each seed gets the same separable data scaled by r = (1 + P)^(-1/2), P ~
+    # Pareto(1.2): the flow's time scale goes like 1/r^2 in the late phase, so the
+    # times to reach the loss level are heavy-tailed (most seeds finish early, a few
+    # run 10-100x longer). A per-seed data set, `flow` as a function of the key.
+    base = jf.datasets.separable(jax.random.key(0), 100, 10, 0.3)
+
+    def flow(key):
+        r = (1.0 + jax.random.pareto(key, 1.2)) ** -0.5
+        return jf.GradientFlow(jf.losses.exponential, jf.Dataset(base.X * r, base.y))
+
+    def init(key):
+        return jf.models.TwoLayerReLU(10, 20, scale=1e-3, key=key)
+
+    keys = jax.random.split(jax.random.key(3), seeds)
+    t1 = 1e6
+    kw = dict(
+        t1=t1,
+        ts=jnp.geomspace(1e-2, t1, 40),
+        rtol=rtol,
+        events={"done": jf.events.LossBelow(1e-2)},
+        save_models=False,
+        batch_size=seeds,
+    )
+
+    rows = []
+    for label, segments in (
+        ("one vmapped solve to the slowest seed's end", 1),
+        ("16 log-spaced segments, finished seeds leave", 16),
+    ):
+        _, cold = timed(
+            lambda: jf.solve_ensemble(flow, init, keys, segments=segments, **kw)
+        )
+        ens, warm = timed(
+            lambda: jf.solve_ensemble(flow, init, keys, segments=segments, **kw)
+        )
+        rows.append((label, cold, warm, ens))
+    times = np.asarray(rows[0][3].event_times["done"])
+    q = np.quantile(times, [0.1, 0.5, 0.9, 1.0])
+    print(
+        f"Finishing times t(loss = 1e-2): 10% {q[0]:.3g}, median {q[1]:.3g}, "
+        f"90% {q[2]:.3g}, max {q[3]:.3g}; statuses {sorted(set(rows[0][3].status_name))}.\n"
+    )
+    print("| mode | wall s (with compilation) | wall s (warm) | total steps |")
+    print("|---|---|---|---|")
+    for label, cold, warm, ens in rows:
+        print(
+            f"| {label} | {cold:.2f} | {warm:.2f} | {int(np.sum(ens.stats['num_steps']))} |"
+        )
+    same = np.allclose(
+        rows[0][3].event_times["done"], rows[1][3].event_times["done"], rtol=1e-9
+    )
+    print(
+        f"\nSegments are {rows[0][1] / rows[1][1]:.1f}x faster with compilation, "
+        f"{rows[0][2] / rows[1][2]:.1f}x warm; event times agree to 1e-9: {same}."
+    )
+
+
+def section_mnist_memory(seeds: int, batch_size: int, t1: float):
+    print(
+        f"\n## 4. Memory: {seeds} seeds, MNIST 0 vs 1 (n=2000, d=784), width 50, "
+        f"gaussian init scale 1e-3, metrics only, batch size {batch_size}, t1={t1:g}\n"
+    )
+    r = _measure(
+        dict(
+            kind="mnist",
+            n=2000,
+            width=50,
+            scale=1e-3,
+            seeds=seeds,
+            batch_size=batch_size,
+            t1=t1,
+            rtol=1e-8,
+            segments=2,
+            warm=False,
+        )
+    )
+    device = "-" if r["device_peak_gib"] is None else f"{r['device_peak_gib']:.2f}"
+    print("| seeds | batch size | wall s | peak RSS GiB | device peak GiB | steps |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {seeds} | {batch_size} | {r['cold']:.1f} | {r['rss_gib']:.2f} | {device} | "
+        f"{r['steps_median']:.0f} |"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", type=int, nargs="*", default=[1, 2, 3, 4])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mnist-t1", type=float, default=None)
+    args = parser.parse_args()
+    if args.child is not None:
+        return _child(json.loads(args.child))
+    device = jax.devices()[0]
+    print(
+        f"# jaxflow ensemble benchmark: {platform.machine()}, {device.platform} "
+        f"({device.device_kind}, {len(jax.devices())} device(s)), {os.cpu_count()} "
+        f"cores, jax {jax.__version__}, jaxflow {jf.__version__}"
+    )
+    quick = args.quick
+    if 1 in args.sections:
+        section_batched_vs_sequential(
+            16 if quick else 64, 10.0 if quick else 100.0, 1e-8
+        )
+    if 2 in args.sections:
+        sizes = [1, 4, 16] if quick else [1, 4, 16, 64, 256, 1024]
+        section_batch_sizes(sizes, 10.0 if quick else 100.0, 1e-8)
+    if 3 in args.sections:
+        section_heavy_tail(32 if quick else 256, 1e-8)
+    if 4 in args.sections:
+        t1 = args.mnist_t1 or (1e-3 if device.platform == "cpu" else 10.0)
+        section_mnist_memory(64 if quick else 1024, 256, t1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+from ._events import (
+    AbstractEvent as AbstractEvent,
+    Event as Event,
+    LossBelow as LossBelow,
+    SteadyState as SteadyState,
+)

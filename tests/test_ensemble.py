@@ -1,0 +1,289 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxflow as jf
+from jaxflow._cli import main
+
+from helpers import relative_error
+
+
+# One small problem for every test here, defined once so compiled code is reused.
+D, WIDTH, T1 = 4, 6, 40.0
+DATA = jf.datasets.separable(jax.random.key(0), 16, D, 0.3)
+FLOW = jf.GradientFlow(jf.losses.exponential, DATA)
+TS = jnp.geomspace(1e-2, T1, 12)
+KEYS = jax.random.split(jax.random.key(1), 5)
+
+
+def init(key):
+    return jf.models.TwoLayerReLU(D, WIDTH, scale=1e-3, key=key)
+
+
+def aligned(t, model, flow):
+    """Per neuron: positive until cos(w_j, x_+) reaches 0.9."""
+    return 0.9 - jf.metrics.cos_plus(model, flow)
+
+
+EVENTS = {
+    "loss": jf.events.LossBelow(0.05, terminal=False),
+    "aligned": jf.events.Event(aligned),
+}
+
+
+def solve_ensemble(**kwargs):
+    kwargs = {"t1": T1, "ts": TS, "rtol": 1e-10, "events": EVENTS} | kwargs
+    return jf.solve_ensemble(FLOW, init, KEYS, **kwargs)
+
+
+def test_chunks_and_segments_match_single_solves():
+    ens = solve_ensemble(batch_size=2, segments=6)
+    assert ens.metrics["loss"].shape == (5, 12)
+    assert ens.metrics["cos_plus"].shape == (5, 12, WIDTH)
+    assert ens.event_times["aligned"].shape == (5, WIDTH)
+    assert ens.final.W.shape == (5, WIDTH, D)
+    assert list(ens.status_name) == ["successful"] * 5
+    # Segments do not change the trajectory: the same steps as one segment, bitwise.
+    whole = solve_ensemble(batch_size=2, segments=1)
+    for name in ("loss", "cos_plus", "grad_norm"):
+        assert np.array_equal(ens.metrics[name], whole.metrics[name]), name
+    assert np.array_equal(ens.final.W, whole.final.W)
+    assert np.array_equal(ens.stats["num_steps"], whole.stats["num_steps"])
+    assert np.array_equal(ens.event_times["loss"], whole.event_times["loss"])
+    # Each seed as jf.solve alone (vmap changes rounding: agreement to tolerance).
+    for i in (0, 3):
+        sol = jf.solve(FLOW, init(KEYS[i]), t1=T1, ts=TS, rtol=1e-10, events=EVENTS)
+        assert relative_error(jax.tree.map(lambda x: x[i], ens.final), sol.final) < 1e-8
+        assert np.allclose(ens.metrics["loss"][i], sol.metrics["loss"], rtol=1e-8)
+        assert np.allclose(
+            ens.event_times["loss"][i], sol.event_times["loss"], rtol=1e-8
+        )
+        assert np.allclose(
+            ens.event_times["aligned"][i],
+            sol.event_times["aligned"],
+            rtol=1e-8,
+            equal_nan=True,
+        )
+    # Seeds differ.
+    assert not np.allclose(ens.metrics["loss"][0], ens.metrics["loss"][1])
+
+
+def test_event_times_are_located_on_the_trajectory():
+    net = init(KEYS[0])
+    sol = jf.solve(FLOW, net, t1=T1, ts=TS, rtol=1e-10, events=EVENTS)
+    t_loss = float(sol.event_times["loss"])
+    t_aligned = np.asarray(sol.event_times["aligned"])
+    assert 0 < t_loss < T1 and np.sum(np.isfinite(t_aligned)) >= 2
+    assert sol.status_name == "successful"  # non-terminal events do not stop it
+    # Re-solve and save exactly at the located times: the conditions hold there.
+    found = np.sort(np.concatenate([[t_loss], t_aligned[np.isfinite(t_aligned)]]))
+    check = jf.solve(FLOW, net, t1=T1, ts=found, rtol=1e-10)
+    loss_at = np.asarray(check.metrics["loss"])[np.searchsorted(found, t_loss)]
+    assert abs(loss_at / 0.05 - 1) < 1e-7
+    for j in np.flatnonzero(np.isfinite(t_aligned)):
+        k = np.searchsorted(found, t_aligned[j])
+        assert abs(float(check.metrics["cos_plus"][k, j]) - 0.9) < 1e-7
+
+    # A terminal event: steady state of the square loss from a larger init.
+    flow = jf.GradientFlow(jf.losses.square, DATA)
+    net = jf.models.TwoLayerReLU(D, WIDTH, scale=0.3, key=KEYS[0])
+    steady = {"steady": jf.events.SteadyState(1e-2)}
+    sol = jf.solve(flow, net, t1=T1, ts=TS, rtol=1e-10, events=steady)
+    t_steady = float(sol.event_times["steady"])
+    assert sol.status_name == "event_occurred" and bool(sol.succeeded)
+    assert float(sol.t_final) == t_steady < T1
+    later = np.asarray(sol.ts) > t_steady
+    assert later.any() and np.all(np.isnan(sol.metrics["loss"][later]))
+    assert np.all(np.isfinite(sol.metrics["loss"][~later]))
+    g0 = float(jf.metrics.grad_norm(net, flow))
+    at = jf.solve(flow, net, t1=t_steady, ts=jnp.array([t_steady]), rtol=1e-10)
+    assert abs(float(at.metrics["grad_norm"][0]) / (1e-2 * g0) - 1) < 1e-6
+
+
+def test_terminal_seeds_leave_failures_are_kept_per_seed_data(tmp_path):
+    # Data resampled per seed; one seed's init is nan.
+    def flow(key):
+        return jf.GradientFlow(
+            jf.losses.exponential, jf.datasets.separable(key, 16, D, 0.3)
+        )
+
+    def bad_init(key):
+        net = init(key)
+        poison = jnp.where(jax.random.key_data(key)[0] == key_zero, jnp.nan, 1.0)
+        return jax.tree.map(lambda x: x * poison, net)
+
+    keys = jax.random.split(jax.random.key(5), 4)
+    model_keys = jax.vmap(jax.random.split, out_axes=1)(keys)[1]
+    key_zero = jax.random.key_data(model_keys[2])[0]
+    events = {"low": jf.events.LossBelow(0.05)}
+    ens = jf.solve_ensemble(
+        flow,
+        bad_init,
+        keys,
+        t1=T1,
+        ts=TS,
+        rtol=1e-10,
+        events=events,
+        batch_size=4,
+        segments=4,
+        checkpoint_dir=tmp_path / "run",
+    )
+    names = list(ens.status_name)
+    assert names[2] in ("nonfinite", "nonfinite_gradient", "max_steps_reached")
+    assert [n for i, n in enumerate(names) if i != 2] == ["event_occurred"] * 3
+    assert ens.messages[2].startswith(names[2] + ": ")
+    # The others are unaffected: seed 0 equals its own solve on its own data.
+    data_key, model_key = jax.random.split(keys[0])
+    sol = jf.solve(
+        flow(data_key), init(model_key), t1=T1, ts=TS, rtol=1e-10, events=events
+    )
+    assert abs(float(ens.t_final[0]) / float(sol.t_final) - 1) < 1e-8
+    assert float(ens.t_final[0]) < T1
+    # ... and saved: the run directory reads back the same, the failure included.
+    back = jf.load_ensemble(tmp_path / "run", like=init(KEYS[0]))
+    assert list(back.status_name) == names
+    assert np.array_equal(back.final.W, ens.final.W, equal_nan=True)
+    assert np.array_equal(back.metrics["loss"], ens.metrics["loss"], equal_nan=True)
+    table = ens.summary()
+    assert list(table["status"]) == names and "t_low" in table
+    xr = ens.to_xarray()
+    assert xr["cos_plus"].dims == ("seed", "time", "neuron")
+
+
+KILLED_RUN = """
+import os, signal, sys
+import jax, jax.numpy as jnp, numpy as np
+import jaxflow as jf
+
+data = jf.datasets.separable(jax.random.key(0), 16, 4, 0.3)
+flow = jf.GradientFlow(jf.losses.exponential, data)
+keys = jax.random.split(jax.random.key(1), 6)
+
+
+def init(key):
+    return jf.models.TwoLayerReLU(4, 6, scale=1e-3, key=key)
+
+
+def callback(segment, stop):
+    if segment == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)  # as if the machine went down
+
+
+ens = jf.solve_ensemble(
+    flow, init, keys, t1=40.0, rtol=1e-10, batch_size=4, segments=6,
+    events={"steady": jf.events.SteadyState(0.05)},
+    checkpoint_dir=sys.argv[1], callback=callback,
+)
+np.savez(sys.argv[1] + "/out.npz", loss=ens.metrics["loss"], W=ens.final.W,
+         t=ens.t_final, steps=ens.stats["num_steps"])
+"""
+
+
+def test_checkpoint_resumes_a_killed_run_bitwise(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+
+    def run(directory, kill_at):
+        return subprocess.run(
+            [sys.executable, str(script), str(directory), str(kill_at)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    killed = run(tmp_path / "a", 2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (tmp_path / "a" / "checkpoint.npz").is_file()
+    assert not (tmp_path / "a" / "ensemble.nc").exists()
+    assert "3 segments done" in jf._rundir.show(tmp_path / "a")
+    resumed = run(tmp_path / "a", -1)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run(tmp_path / "b", -1)
+    assert straight.returncode == 0, straight.stderr
+    a, b = np.load(tmp_path / "a" / "out.npz"), np.load(tmp_path / "b" / "out.npz")
+    for name in ("loss", "W", "t", "steps"):
+        assert np.array_equal(a[name], b[name], equal_nan=True), name
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["seeds"] == 6 and "jax" in config["versions"]
+    assert len(config["keys"]) == 6
+
+
+SHARDED_RUN = """
+import jax, jax.numpy as jnp, numpy as np
+import jaxflow as jf
+
+assert len(jax.devices()) == 4, jax.devices()
+data = jf.datasets.separable(jax.random.key(0), 16, 4, 0.3)
+flow = jf.GradientFlow(jf.losses.exponential, data)
+keys = jax.random.split(jax.random.key(1), 6)
+init = lambda key: jf.models.TwoLayerReLU(4, 6, scale=1e-3, key=key)
+kw = dict(t1=20.0, rtol=1e-10, batch_size=8, segments=3)
+four = jf.solve_ensemble(flow, init, keys, **kw)
+one = jf.solve_ensemble(flow, init, keys, devices=jax.devices()[:1], **kw)
+err = np.max(np.abs(four.metrics["loss"] - one.metrics["loss"]) / one.metrics["loss"])
+same = np.array_equal(four.final.W, one.final.W)
+print(f"RESULT {err:.3e} {same} {list(four.status_name)}")
+"""
+
+
+def test_seeds_sharded_over_four_cpu_devices_equal_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED_RUN],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
+    _, err, _, *names = line.split(maxsplit=3)
+    assert float(err) < 1e-12, line
+    assert "'successful'" in names[0] and "max_steps" not in names[0]
+
+
+def test_cli_ensemble_writes_a_run_directory_and_show_reads_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        "ensemble --seeds 3 --n 16 --d 4 --width 6 --scale 1e-3 --t1 40 --rtol 1e-10 "
+        f"--times 12 --segments 3 --loss-below 0.05 --quiet --out {out}".split()
+    )
+    assert code == 0
+    for name in ("ensemble.nc", "seeds.csv", "config.json", "checkpoint.npz"):
+        assert (out / name).is_file(), name
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "event_occurred 3" in text and "t_loss_below" in text
+    ens = jf.load_ensemble(out)
+    assert ens.metrics["loss"].shape == (3, 12)
+    assert np.all(np.asarray(ens.event_times["loss_below"]) < 40.0)
+
+
+def test_bad_arguments_name_the_value(tmp_path):
+    with pytest.raises(ValueError, match="batch_size.*got 0"):
+        solve_ensemble(batch_size=0)
+    with pytest.raises(ValueError, match="keys.*one key per seed"):
+        jf.solve_ensemble(FLOW, init, jnp.zeros(3), t1=1.0)
+    with pytest.raises(ValueError, match="segments.*increasing"):
+        solve_ensemble(segments=[10.0, 5.0, T1])
+    with pytest.raises(ValueError, match="flow.*GradientFlow"):
+        jf.solve_ensemble(3, init, KEYS, t1=1.0)
+    with pytest.raises(ValueError, match="events.*AbstractEvent"):
+        solve_ensemble(events={"x": lambda t, m, f: 1.0})
+    with pytest.raises(ValueError, match="SteadyState.*rtol.*got 2"):
+        jf.events.SteadyState(2)
+    kw = dict(t1=1.0, ts=jnp.array([0.5, 1.0]), segments=1, checkpoint_dir=tmp_path)
+    jf.solve_ensemble(FLOW, init, KEYS[:2], **kw)
+    with pytest.raises(ValueError, match="checkpoint of a different run"):
+        jf.solve_ensemble(FLOW, init, KEYS[2:4], **kw)
+    with pytest.raises(FileNotFoundError, match="no ensemble.nc"):
+        jf.load_ensemble(Path(tmp_path) / "nothing")
