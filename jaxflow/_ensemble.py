@@ -24,6 +24,10 @@ from .events._events import AbstractEvent, check_events
 from .metrics import default_metrics
 
 
+# The most memory a chunk may use to hold its parameters at `ts` for deferred metrics.
+_DEFER_BYTES = 512 * 2**20
+
+
 class _Setup(eqx.Module):
     """What every seed's solve shares (static) besides its flow and state."""
 
@@ -36,6 +40,7 @@ class _Setup(eqx.Module):
     dt0: Any
     max_steps: int = eqx.field(static=True)
     save_models: bool = eqx.field(static=True)
+    defer_metrics: bool = eqx.field(static=True)
     events: dict[str, AbstractEvent]
     min_norm: bool = eqx.field(static=True)
     metrics: dict[str, MetricFn] | None
@@ -68,6 +73,7 @@ class _Setup(eqx.Module):
             events=self.events,
             min_norm=self.min_norm,
             tolerances=tolerances,
+            defer_metrics=self.defer_metrics,
         )
 
 
@@ -360,6 +366,14 @@ def solve_ensemble(
         atols = np.asarray(rtol * jnp.where(scale > 0, scale, 1.0), dtype)
     else:
         atols = np.full(num_seeds, atol, dtype)
+    # Metrics are evaluated after the time loop, from the parameters stored at `ts`,
+    # unless a chunk's store would be large (then they are evaluated in the loop, where
+    # under vmap every seed pays whenever one of them saves).
+    stored = (
+        _bucket(num_seeds, batch_size, 1)
+        * len(ts)
+        * sum(x[0].size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    )
     setup = _Setup(
         t0=t0_,
         t1=t1_,
@@ -370,6 +384,7 @@ def solve_ensemble(
         dt0=dt0,
         max_steps=max_steps,
         save_models=save_models,
+        defer_metrics=save_models or stored <= _DEFER_BYTES,
         events=events,
         min_norm=min_norm,
         metrics=metrics if metrics is None else checked,

@@ -67,14 +67,24 @@ class Integrator(eqx.Module):
     events: dict[str, AbstractEvent]
     max_steps: int = eqx.field(static=True)
     save_models: bool = eqx.field(static=True)
+    # Store the parameters at `ts` in the loop and evaluate the metrics in `finish`.
+    # Under `jax.vmap` a save inside the loop costs every seed whenever any one of them
+    # saves (nearly every step, for many seeds); deferred, each seed pays for its own
+    # `len(ts)` evaluations only, at the price of holding its parameters at `ts`.
+    defer_metrics: bool = eqx.field(static=True, default=False)
 
     def _model(self, y):
         return eqx.combine(y, self.static)
 
-    def _record(self, y, aux, counts, metrics):
+    def _metrics(self, y, metrics):
         model = self._model(y)
-        values = {name: fn(model, self.flow) for name, fn in metrics.items()}
-        values |= self.pieces.diagnostics(aux, counts)
+        return {name: fn(model, self.flow) for name, fn in metrics.items()}
+
+    def _record(self, y, aux, counts, metrics):
+        diagnostics = self.pieces.diagnostics(aux, counts)
+        if self.defer_metrics:
+            return y, diagnostics
+        values = self._metrics(y, metrics) | diagnostics
         return (y if self.save_models else None), values
 
     def _events_at(self, t, y, reference):
@@ -310,8 +320,25 @@ class Integrator(eqx.Module):
             RESULTS.max_steps_reached,
             result,
         )
-        # After a terminal event nothing was computed: nan (inf marks a failure).
         later = jnp.arange(len(self.ts)) >= st.save_index
+        saved = st.saved
+        if self.defer_metrics:
+            ys, diagnostics = saved
+            # One time at a time (a vmap over `ts` would hold all their activations).
+            # Rows never saved hold inf: evaluate zeros there, then mark them inf.
+            rows = jax.tree.map(
+                lambda x: jnp.where(later.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x),
+                ys,
+            )
+            values = jax.lax.map(lambda y: self._metrics(y, st.metrics), rows)
+            values = jax.tree.map(
+                lambda x: jnp.where(
+                    later.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.inf, x
+                ),
+                values,
+            )
+            saved = (ys if self.save_models else None), values | diagnostics
+        # After a terminal event nothing was computed: nan (inf marks a failure).
         saved = jax.tree.map(
             lambda x: (
                 jnp.where(
@@ -320,6 +347,6 @@ class Integrator(eqx.Module):
                 if jnp.issubdtype(x.dtype, jnp.floating)
                 else x
             ),
-            st.saved,
+            saved,
         )
         return saved, st.y, st.t, st.counts, result, st.event_time

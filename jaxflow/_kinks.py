@@ -110,14 +110,23 @@ def slot_values(slots: Int[Array, "h k"], values: Array, like: Array) -> Array:
 
 
 def slots_of(on_kink: Bool[Array, "n h"]) -> tuple[Int[Array, "h k"], Bool[Array, ""]]:
-    """The kink slots holding the pairs marked in `on_kink`, and whether some neuron
-    has more than `MAX_KINKS` of them."""
-    k = min(MAX_KINKS, on_kink.shape[0])
-    marked, index = jax.lax.top_k(on_kink.T.astype(jnp.int32), k)
-    slots = jnp.where(marked > 0, index, -1)
-    if k < MAX_KINKS:
-        slots = jnp.pad(slots, ((0, 0), (0, MAX_KINKS - k)), constant_values=-1)
-    return slots, jnp.any(jnp.sum(on_kink, axis=0) > MAX_KINKS)
+    """The kink slots holding the pairs marked in `on_kink` (per neuron, its first
+    `MAX_KINKS` marked points in increasing order), and whether some neuron has more
+    than `MAX_KINKS` of them."""
+    # One argmax per slot, each past the previous slot's point. (Not lax.top_k or a
+    # cumsum: on the CPU they cost several gradient evaluations, and this runs every
+    # step.)
+    marked = on_kink.T
+    position = jnp.arange(marked.shape[1])
+    after = jnp.full(marked.shape[0], -1)
+    slots = []
+    for _ in range(MAX_KINKS):
+        hit = marked & (position[None, :] > after[:, None])
+        after = jnp.where(jnp.any(hit, axis=1), jnp.argmax(hit, axis=1), -1)
+        slots.append(after)
+        after = jnp.where(after >= 0, after, marked.shape[1])
+    overflow = jnp.any(jnp.sum(marked, axis=1) > MAX_KINKS)
+    return jnp.stack(slots, axis=1).astype(jnp.int32), overflow
 
 
 def pair_scale(params: TwoLayerReLU, problem: ReLUProblem) -> Float[Array, "n h"]:

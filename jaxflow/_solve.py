@@ -129,6 +129,7 @@ def integrator(
     events,
     min_norm,
     tolerances,
+    defer_metrics=False,
 ) -> Integrator:
     """The time loop of one solve (also one seed of an ensemble)."""
     if min_norm:
@@ -154,6 +155,7 @@ def integrator(
         events=events,
         max_steps=max_steps,
         save_models=save_models,
+        defer_metrics=defer_metrics,
     )
 
 

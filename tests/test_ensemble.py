@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxflow as jf
+import jaxflow._ensemble
 from jaxflow._cli import main
 
 from helpers import relative_error
@@ -74,6 +75,24 @@ def test_chunks_and_segments_match_single_solves():
         )
     # Seeds differ.
     assert not np.allclose(ens.metrics["loss"][0], ens.metrics["loss"][1])
+
+
+def test_metrics_deferred_after_the_loop_equal_metrics_in_the_loop(monkeypatch):
+    # Small chunks store the parameters at `ts` and evaluate the metrics after the
+    # time loop; large ones evaluate them inside it. Same trajectory, same metrics,
+    # including nan after a terminal event.
+    events = EVENTS | {"low": jf.events.LossBelow(0.02)}
+    kw = dict(t1=T1, ts=TS, rtol=1e-10, events=events, batch_size=4, segments=2)
+    deferred = jf.solve_ensemble(FLOW, init, KEYS[:3], **kw)
+    monkeypatch.setattr(jaxflow._ensemble, "_DEFER_BYTES", 0)
+    in_loop = jf.solve_ensemble(FLOW, init, KEYS[:3], **kw)
+    assert list(deferred.status_name) == list(in_loop.status_name)
+    assert "event_occurred" in list(deferred.status_name)
+    assert np.isnan(deferred.metrics["loss"]).any()
+    assert set(deferred.metrics) == set(in_loop.metrics)
+    for name, value in deferred.metrics.items():
+        assert np.allclose(value, in_loop.metrics[name], rtol=1e-12, equal_nan=True)
+    assert np.array_equal(deferred.final.W, in_loop.final.W)
 
 
 def test_event_times_are_located_on_the_trajectory():
