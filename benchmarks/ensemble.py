@@ -354,7 +354,7 @@ def main():
         sizes = [1, 4, 16] if quick else [1, 4, 16, 64, 256, 1024]
         section_batch_sizes(sizes, 1.0, 1e-8)
     if 3 in args.sections:
-        section_heavy_tail(32 if quick else 256, 1e-8)
+        section_heavy_tail(32 if quick else 64, 1e-8)
     if 4 in args.sections:
         cpu = device.platform == "cpu"
         t1 = args.mnist_t1 or (1e-3 if cpu else 10.0)
