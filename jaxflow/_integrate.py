@@ -26,6 +26,11 @@ from .events._events import AbstractEvent, as_value
 _COUNTS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
+def _where_rows(rows: Bool[Array, " times"], value, x: Array) -> Array:
+    """`value` in the rows (leading axis) of `x` marked in `rows`, `x` elsewhere."""
+    return jnp.where(rows.reshape((-1,) + (1,) * (x.ndim - 1)), value, x)
+
+
 def _finite(tree) -> Bool[Array, ""]:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -326,24 +331,14 @@ class Integrator(eqx.Module):
             ys, diagnostics = saved
             # One time at a time (a vmap over `ts` would hold all their activations).
             # Rows never saved hold inf: evaluate zeros there, then mark them inf.
-            rows = jax.tree.map(
-                lambda x: jnp.where(later.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x),
-                ys,
-            )
+            rows = jax.tree.map(lambda x: _where_rows(later, 0.0, x), ys)
             values = jax.lax.map(lambda y: self._metrics(y, st.metrics), rows)
-            values = jax.tree.map(
-                lambda x: jnp.where(
-                    later.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.inf, x
-                ),
-                values,
-            )
+            values = jax.tree.map(lambda x: _where_rows(later, jnp.inf, x), values)
             saved = (ys if self.save_models else None), values | diagnostics
         # After a terminal event nothing was computed: nan (inf marks a failure).
         saved = jax.tree.map(
             lambda x: (
-                jnp.where(
-                    st.ended & later.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x
-                )
+                _where_rows(st.ended & later, jnp.nan, x)
                 if jnp.issubdtype(x.dtype, jnp.floating)
                 else x
             ),
