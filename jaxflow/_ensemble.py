@@ -93,11 +93,72 @@ def _init(setup: _Setup, flow, params, atol, flow_axis):
 
 @eqx.filter_jit
 def _advance(setup: _Setup, flow, dynamic, static, atol, t_stop, flow_axis):
-    def one(flow, dynamic, atol):
-        st = eqx.combine(dynamic, static)
-        return setup.loop(flow, st.y, atol).advance(st, t_stop)
+    """Step every seed of a chunk until it passes `t_stop` or its solve is over: the
+    seeds' `Integrator.advance`, with the loop over steps written for the whole chunk.
 
-    return eqx.filter_vmap(one, in_axes=(flow_axis, 0, 0))(flow, dynamic, atol)
+    A while loop under `jax.vmap` selects its whole carry between old and new every
+    step, for the seeds that have stopped. The carry includes the store at `ts`
+    (seeds x times x parameters for deferred metrics): on separable n=200, width 50,
+    64 seeds and 50 times, that select was 30% of the solve. Here only the step is
+    vmapped, and each save writes its one row per seed in place.
+    """
+    vmap = lambda fn: eqx.filter_vmap(fn, in_axes=(flow_axis, 0, 0))  # noqa: E731
+
+    def prepared(flow, dynamic, atol):
+        st = eqx.combine(dynamic, static)
+        loop = setup.loop(flow, st.y, atol)
+        return st, loop, loop.running(st) & (st.t < t_stop)
+
+    def step(flow, dynamic, atol):
+        st, loop, go = prepared(flow, dynamic, atol)
+        new, taken = loop.step(st)
+        new = jax.tree.map(
+            lambda a, b: jnp.where(go, a, b), eqx.filter(new, eqx.is_array), dynamic
+        )
+        return new, eqx.tree_at(lambda t: t.keep, taken, taken.keep & go)
+
+    def row(flow, dynamic, atol, taken, i):
+        st, loop, _ = prepared(flow, dynamic, atol)
+        return loop.saved_row(st, taken, i)
+
+    times = setup.ts
+
+    def body(carry):
+        dynamic, saved = carry
+        new, taken = vmap(step)(flow, dynamic, atol)
+
+        def wanted(i):
+            before = times[jnp.minimum(i, len(times) - 1)] <= taken.t_end
+            return taken.keep & (i < len(times)) & before
+
+        def save(c):
+            i, saved = c
+            values = eqx.filter_vmap(row, in_axes=(flow_axis, 0, 0, 0, 0))(
+                flow, dynamic, atol, taken, i
+            )
+            rows = jnp.where(wanted(i), i, len(times))  # out of range: dropped
+            saved = jax.tree.map(
+                lambda b, v: jax.vmap(lambda b, v, j: b.at[j].set(v, mode="drop"))(
+                    b, v, rows
+                ),
+                saved,
+                values,
+            )
+            return i + jnp.where(wanted(i), 1, 0), saved
+
+        index, saved = jax.lax.while_loop(
+            lambda c: jnp.any(wanted(c[0])), save, (dynamic.save_index, saved)
+        )
+        return eqx.tree_at(lambda s: s.save_index, new, index), saved
+
+    def cond(carry):
+        return jnp.any(vmap(lambda *a: prepared(*a)[2])(flow, carry[0], atol))
+
+    saved = dynamic.saved
+    dynamic = eqx.tree_at(lambda s: s.saved, dynamic, None)
+    static = eqx.tree_at(lambda s: s.saved, static, None)
+    dynamic, saved = jax.lax.while_loop(cond, body, (dynamic, saved))
+    return eqx.tree_at(lambda s: s.saved, dynamic, saved, is_leaf=lambda x: x is None)
 
 
 @eqx.filter_jit
@@ -367,10 +428,11 @@ def solve_ensemble(
     else:
         atols = np.full(num_seeds, atol, dtype)
     # Metrics are evaluated after the time loop, from the parameters stored at `ts`,
-    # unless a chunk's store would be large (then they are evaluated in the loop, where
-    # under vmap every seed pays whenever one of them saves).
+    # unless that store would be large (then they are evaluated in the loop, where
+    # under vmap every seed pays whenever one of them saves). Between segments the host
+    # holds every seed's state, store included: the bound is on all seeds, not a chunk.
     stored = (
-        _bucket(num_seeds, batch_size, 1)
+        num_seeds
         * len(ts)
         * sum(x[0].size * x.dtype.itemsize for x in jax.tree.leaves(params))
     )

@@ -56,6 +56,18 @@ class State(eqx.Module):
     event_time: dict[str, Array]  # nan until located
 
 
+class Taken(eqx.Module):
+    """One attempted step, for the saves at `ts` within it: its dense output, where it
+    ended, and whether it was accepted."""
+
+    interp: dfx.AbstractLocalInterpolation
+    t_end: Float[Array, ""]
+    keep: Bool[Array, ""]
+
+    def evaluate(self, t):
+        return self.interp.evaluate(t)
+
+
 class Integrator(eqx.Module):
     """One solve's fixed inputs. `init`, then `advance` as often as wanted, then
     `finish`."""
@@ -185,6 +197,24 @@ class Integrator(eqx.Module):
         )
 
     def _step(self, st: State) -> State:
+        new, taken = self.step(st)
+        index, saved = self._save_until(
+            taken.t_end, taken.evaluate, st, taken.keep, st.saved, st.save_index
+        )
+        return eqx.tree_at(lambda s: (s.save_index, s.saved), new, (index, saved))
+
+    def saved_row(self, st: State, taken: Taken, i: Int[Array, ""]):
+        """What `saved` holds at `ts[i]`, a time within the step `taken` from `st`."""
+        return self._record(
+            taken.evaluate(self.ts[jnp.minimum(i, len(self.ts) - 1)]),
+            st.aux,
+            st.counts,
+            st.metrics,
+        )
+
+    def step(self, st: State) -> tuple[State, Taken]:
+        """One attempted step from `st`: the state after it, its saves at `ts` not yet
+        made (`saved` as in `st`), and what making them needs."""
         term = self.pieces.term()
         solver, controller = self.solver, self.controller
         y1, y_error, dense, solver_state, solver_result = solver.step(
@@ -222,15 +252,13 @@ class Integrator(eqx.Module):
 
             def psi(t, name=name, event_fn=event_fn, shape=shape):
                 def component(tk, k):
-                    v = as_value(
-                        event_fn(
-                            tk,
-                            self._model(interp.evaluate(tk)),
-                            self.flow,
-                            st.event_reference[name],
-                        )
+                    return event_fn.component(
+                        tk,
+                        self._model(interp.evaluate(tk)),
+                        self.flow,
+                        st.event_reference[name],
+                        k,
                     ).astype(tk.dtype)
-                    return jnp.reshape(v, (-1,))[k]
 
                 flat = jnp.reshape(t, (-1,))
                 out = jax.vmap(component)(flat, jnp.arange(flat.size))
@@ -247,10 +275,6 @@ class Integrator(eqx.Module):
         t_end = jnp.where(ended, t_stop, t_end)
         y_end = jax.tree.map(
             lambda a, b: jnp.where(ended, a, b), interp.evaluate(t_end), y_end
-        )
-
-        save_index, saved = self._save_until(
-            t_end, interp.evaluate, st, keep, st.saved, st.save_index
         )
 
         y_end, aux, piece_counts, overflow = self.pieces.switch(
@@ -277,7 +301,7 @@ class Integrator(eqx.Module):
         result = RESULTS.where(keep & ~_finite(y_end), RESULTS.nonfinite, result)
         step = next_t1 - next_t0
         tnext = jnp.where(event, t_end + step, next_t1)
-        return State(
+        new = State(
             t=jnp.where(keep, t_end, st.t),
             tnext=jnp.minimum(tnext, self.t1),
             y=pick(y_end, st.y),
@@ -285,8 +309,8 @@ class Integrator(eqx.Module):
             solver_state=pick(solver_state, st.solver_state),
             controller_state=controller_state,
             made_jump=jnp.where(keep, event | jump, st.made_jump),
-            save_index=save_index,
-            saved=saved,
+            save_index=st.save_index,
+            saved=st.saved,
             counts=counts,
             result=RESULTS.where(st.result == RESULTS.successful, result, st.result),
             ended=ended,
@@ -295,6 +319,7 @@ class Integrator(eqx.Module):
             event_value=pick(value, st.event_value),
             event_time=time,
         )
+        return new, Taken(interp, t_end, keep)
 
     def advance(self, st: State, t_stop) -> State:
         """Step until `t_stop` is passed (the last step may end beyond it: steps are
