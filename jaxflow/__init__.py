@@ -17,6 +17,7 @@ if os.environ.get("JAXFLOW_ENABLE_X64", "1") != "0":
 from . import (
     datasets as datasets,
     events as events,
+    experiments as experiments,
     losses as losses,
     metrics as metrics,
     models as models,

@@ -15,6 +15,9 @@ _EXAMPLES = """examples:
   jaxflow ensemble --data boursier-flammarion --bias --fan width --width 200 \\
       --scale 0.1 --loss square --t1 5000 --rtol 1e-9 --seeds 8 --out runs/bf
   jaxflow show runs/sep64            # what a run directory holds
+  jaxflow align --data toy --toy two-points --c 0.001 --seeds 16 --out runs/toy
+  jaxflow align --data separable --n 256 --mu 0.3 --seeds 64 --out runs/align
+  jaxflow align --data mnist --gd-lr 2e-3 --out runs/mnist01
 """
 
 
@@ -68,6 +71,195 @@ def _ensemble(args) -> int:
     )
     print(show(args.out))
     return 0 if bool(ens.succeeded.all()) else 1
+
+
+def _align(args) -> int:
+    import json
+
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxflow as jf
+    from jaxflow.experiments import _plots
+
+    defaults = {
+        # MNIST: 12,665 x 50 kinks, crossed nearly every step; locating each (min-norm)
+        # is far slower than rejecting steps, and steps shrink like sqrt(rtol).
+        "mnist": dict(
+            width=50, init="gaussian", t1=30.0, n=None, rtol=1e-6, kinks="plain"
+        ),
+        "separable": dict(
+            width=50, init="balanced", t1=50.0, n=200, rtol=1e-8, kinks="auto"
+        ),
+        "toy": dict(width=20, init="balanced", t1=50.0, n=20, rtol=1e-8, kinks="auto"),
+    }[args.data]
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    dkey, key = jax.random.split(jax.random.key(args.seed))
+    if args.data == "mnist":
+        data = jf.datasets.mnist(digits=tuple(args.digits), n=args.n, root=args.root)
+    elif args.data == "separable":
+        data = jf.datasets.separable(dkey, args.n, args.d, args.mu)
+    elif args.toy == "two-points":
+        data = jf.datasets.two_points(args.c)
+    elif args.toy == "orthogonal":
+        data = jf.datasets.orthogonal()
+    else:
+        data = jf.datasets.circle_clusters(dkey, args.n // 2, args.n - args.n // 2)
+    flow = jf.GradientFlow(
+        {"exponential": jf.losses.exponential, "logistic": jf.losses.logistic}[
+            args.loss
+        ],
+        data,
+    )
+    d, width, scale, init_kind = data.d, args.width, args.scale, args.init
+
+    def init(k):
+        return jf.models.TwoLayerReLU(d, width, scale=scale, init=init_kind, key=k)
+
+    keys = jax.random.split(key, args.seeds)
+    ts = jnp.linspace(0.0, args.t1, args.times)
+    start = time.perf_counter()
+    ens = jf.solve_ensemble(
+        flow,
+        init,
+        keys,
+        t1=args.t1,
+        ts=ts,
+        rtol=args.rtol,
+        events=jf.experiments.alignment_events(args.delta),
+        metrics=jf.experiments.alignment_metrics(init(keys[0]), flow),
+        batch_size=args.batch_size,
+        segments=args.segments,
+        checkpoint_dir=args.out,
+        progress=not args.quiet,
+        kinks=args.kinks,
+    )
+    elapsed = time.perf_counter() - start
+    initial = eqx.filter_vmap(init)(keys)
+    theory = eqx.filter_vmap(lambda m: jf.experiments.alignment_theory(data, m))(
+        initial
+    )
+    summary = jf.experiments.alignment_summary(ens, theory)
+    summary["run"] = {
+        "data": args.data,
+        "n": data.n,
+        "d": data.d,
+        "width": width,
+        "init": init_kind,
+        "scale": scale,
+        "loss": args.loss,
+        "delta": args.delta,
+        "wall_s": elapsed,
+    }
+    out = Path(args.out)
+    gd = None  # seed 0's initialisation, by gradient descent
+    if args.gd_lr is not None:
+        steps = int(round(args.t1 / args.gd_lr))
+        start = time.perf_counter()
+        gd_sol = jf.gradient_descent(
+            flow,
+            init(keys[0]),
+            lr=args.gd_lr,
+            steps=steps,
+            ts=ts,
+            metrics=jf.experiments.alignment_metrics(init(keys[0]), flow),
+            save_models=False,
+        )
+        gd_m = {k: np.asarray(v) for k, v in gd_sol.metrics.items()}
+        flow_m = {k: np.asarray(v[0]) for k, v in ens.metrics.items()}
+        summary["gd"] = {
+            "lr": args.gd_lr,
+            "steps": steps,
+            "wall_s": time.perf_counter() - start,
+            "max_abs_diff_align_plus": float(
+                np.nanmax(np.abs(gd_m["align_plus"] - flow_m["align_plus"]))
+            ),
+            "max_rel_diff_loss": float(
+                np.nanmax(np.abs(gd_m["loss"] / flow_m["loss"] - 1))
+            ),
+        }
+        gd = (np.asarray(gd_sol.ts), gd_m, f"GD, step {args.gd_lr:g}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    m0 = {k: np.asarray(v[0]) for k, v in ens.metrics.items()}
+    images = None
+    if args.data == "mnist":
+        W, v = np.asarray(ens.final.W[0]), np.asarray(ens.final.v[0])
+        counts = np.asarray(data.y > 0).sum(), np.asarray(data.y < 0).sum()
+        images = {
+            "mean w_j, v_j>0": W[v > 0].mean(0),
+            "x+ / n+": np.asarray(data.x_plus) / counts[0],
+            "mean w_j, v_j<0": W[v < 0].mean(0),
+            "x- / n-": np.asarray(data.x_minus) / counts[1],
+        }
+    figure = _plots.plot_alignment(
+        np.asarray(ens.ts),
+        m0,
+        np.asarray(ens.final.v[0]),
+        out / "alignment.png",
+        gd=gd,
+        images=images,
+        title=f"{args.data}, n={data.n}, width {width}, seed 0",
+    )
+    times = _plots.plot_times(summary, out / "times.png")
+    print(_align_report(summary, [figure, times]))
+    return 0 if bool(ens.succeeded.all()) else 1
+
+
+def _align_report(summary: dict, figures) -> str:
+    th, run, acc = summary["theory"], summary["run"], summary["accuracy"]
+
+    def median(x):
+        import numpy as np
+
+        x = np.asarray(x, dtype=float)
+        return float(np.nanmedian(x)) if np.isfinite(x).any() else float("nan")
+
+    lines = [
+        f"jaxflow align: {run['data']}, n={run['n']}, d={run['d']}, width "
+        f"{run['width']}, {run['init']} init scale {run['scale']:g}, mean "
+        f"{run['loss']} loss, {len(summary['seeds'])} seed(s), {run['wall_s']:.1f} s",
+        f"theory        mu={median(th['mu']):.4g}  X_min={median(th['X_min']):.4g}  "
+        f"X_max={median(th['X_max']):.4g}  zeta={median(th['zeta']):.3g}  "
+        f"xi={median(th['xi']):.3g}  t1 bound={median(th['t1_bound']):.4g}",
+    ]
+    for name, label in (
+        ("t1", "t1 (all in cones)"),
+        ("tau_max", f"max_j tau_j (cos >= 1-{run['delta']:g})"),
+        ("t2", "t2 (loss halved)"),
+        ("norm_growth", "norm growth (x2)"),
+        ("t1_over_bound", "t1 / bound"),
+    ):
+        q = summary["times"][name]
+        if q["reached"]:
+            lines.append(
+                f"{label:<28} median {q['median']:.5g}  [min {q['min']:.5g}, max "
+                f"{q['max']:.5g}]  reached {q['reached']}/{q['of']}"
+            )
+        else:
+            lines.append(f"{label:<28} not reached (0/{q['of']})")
+    final = summary["seeds"][0]["final"]
+    lines.append(
+        "seed 0 final  "
+        + "  ".join(f"{k}={v:.4g}" for k, v in final.items() if v is not None)
+    )
+    if "gd" in summary:
+        g = summary["gd"]
+        lines.append(
+            f"GD            lr {g['lr']:g}, {g['steps']} steps, {g['wall_s']:.1f} s; "
+            f"max |align+ GD - flow| {g['max_abs_diff_align_plus']:.2g}, max "
+            f"relative loss difference {g['max_rel_diff_loss']:.2g}"
+        )
+    lines.append(
+        f"accuracy      rtol {acc['rtol']:g}, statuses {acc['statuses']}, max "
+        f"conserved drift {acc['max_conserved_drift']:.2g}, steps accepted (max) "
+        f"{acc['steps_accepted_max']}, rejected (max) {acc['steps_rejected_max']}"
+    )
+    lines.append("figures       " + ", ".join(str(f) for f in figures))
+    return "\n".join(lines)
 
 
 def _show(args) -> int:
@@ -124,21 +316,12 @@ def _plot_demo(ts, m, net, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from jaxflow.experiments._plots import alignment_panel
+
     positive = np.asarray(net.v) > 0
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
-    ax = axes[0, 0]
-    groups = (
-        (positive, "plus", "cos(mean w_j, x+) over v_j>0", "C0"),
-        (~positive, "minus", "cos(mean w_j, x-) over v_j<0", "C3"),
-    )
-    for sign, name, label, colour in groups:
-        cos = m[f"cos_{name}"][:, sign]
-        ax.plot(ts, m[f"align_{name}"], color=colour, label=label)
-        ax.fill_between(ts, cos.min(1), cos.max(1), color=colour, alpha=0.2)
-    ax.set(
-        xscale="log", ylim=(-1.05, 1.05), xlabel="t", title="alignment (band: min-max)"
-    )
-    ax.legend()
+    alignment_panel(axes[0, 0], ts, m, positive)
+    axes[0, 0].set(xscale="log")
     ax = axes[0, 1]
     ax.loglog(ts, m["loss"], label="loss")
     ax.loglog(ts, m["grad_norm"], label="‖∇L‖")
@@ -242,6 +425,75 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("--out", required=True, help="the run directory")
     ens.add_argument("--quiet", action="store_true", help="no progress bar")
     ens.set_defaults(run=_ensemble)
+
+    align = commands.add_parser(
+        "align",
+        help="early neuron alignment (Min, Mallada, Vidal 2024): located alignment "
+        "times per neuron and seed, t1 against the theory's bound, the paper's figures",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    align.add_argument(
+        "--data", choices=("mnist", "separable", "toy"), default="separable"
+    )
+    align.add_argument(
+        "--digits", type=int, nargs=2, default=(0, 1), help="MNIST digits (0 1)"
+    )
+    align.add_argument("--root", default=None, help="MNIST folder (or JAXFLOW_DATA)")
+    align.add_argument(
+        "--toy",
+        choices=("two-points", "orthogonal", "circle"),
+        default="two-points",
+        help="2-D toy (default two-points)",
+    )
+    align.add_argument("--c", type=float, default=0.1, help="two-points angle (0.1)")
+    align.add_argument(
+        "--n", type=int, default=None, help="data points (MNIST: all; separable 200)"
+    )
+    align.add_argument("--d", type=int, default=20, help="dimension, separable (20)")
+    align.add_argument("--mu", type=float, default=0.3, help="separation (0.3)")
+    align.add_argument(
+        "--loss", choices=("exponential", "logistic"), default="exponential"
+    )
+    align.add_argument("--width", type=int, default=None, help="neurons (50; toy 20)")
+    align.add_argument("--scale", type=float, default=1e-6, help="init scale (1e-6)")
+    align.add_argument(
+        "--init",
+        choices=("balanced", "gaussian"),
+        default=None,
+        help="init (MNIST: gaussian, as the paper; else balanced)",
+    )
+    align.add_argument("--seeds", type=int, default=1, help="number of seeds (1)")
+    align.add_argument("--seed", type=int, default=0, help="master seed (0)")
+    align.add_argument(
+        "--t1", type=float, default=None, help="final time (MNIST 30, else 50)"
+    )
+    align.add_argument(
+        "--times", type=int, default=201, help="saved times, evenly spaced (201)"
+    )
+    align.add_argument(
+        "--delta", type=float, default=1e-3, help="aligned: cos >= 1 - delta (1e-3)"
+    )
+    align.add_argument(
+        "--rtol", type=float, default=None, help="tolerance (MNIST 1e-6, else 1e-8)"
+    )
+    align.add_argument(
+        "--kinks",
+        choices=("auto", "min-norm", "plain"),
+        default=None,
+        help="kink handling (MNIST plain, else auto)",
+    )
+    align.add_argument(
+        "--gd-lr",
+        type=float,
+        default=None,
+        help="also run gradient descent at this step from seed 0's init, overlaid",
+    )
+    align.add_argument("--segments", type=int, default=8, help="segments (8)")
+    align.add_argument("--batch-size", type=int, default=256, help="seeds per chunk")
+    align.add_argument("--out", required=True, help="the run directory")
+    align.add_argument("--quiet", action="store_true", help="no progress bar")
+    align.set_defaults(run=_align)
 
     show = commands.add_parser(
         "show",

@@ -33,3 +33,32 @@ def test_help_lists_demo():
         [sys.executable, "-m", "jaxflow._cli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "demo" in done.stdout and "examples:" in done.stdout
+
+
+def test_align_writes_summary_and_figures(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from jaxflow._cli import main
+
+    out = tmp_path / "sep"
+    argv = ["align", "--data", "separable", "--n", "16", "--d", "5", "--width", "8"]
+    argv += ["--seeds", "3", "--t1", "40", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "t1 (all in cones)" in printed and "t1 bound" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["seeds"]) == 3
+    assert summary["accuracy"]["statuses"] == ["successful"]
+    assert summary["accuracy"]["max_conserved_drift"] < 1e-8
+    for seed in summary["seeds"]:
+        assert len(seed["aligned"]) == 8 and len(seed["in_cone"]) == 8
+        assert seed["t1"] is not None and 0 < seed["t1"] < 40
+        # t1 is when all neurons are in their cones: no neuron's entry comes later.
+        entries = [t for t in seed["in_cone"] if t is not None]
+        assert max(entries) <= seed["t1"] + 1e-9
+        if seed["t1_bound"] is not None:
+            assert np.isclose(seed["t1_over_bound"], seed["t1"] / seed["t1_bound"])
+    for name in ("alignment.png", "times.png", "ensemble.nc", "seeds.csv"):
+        assert (out / name).stat().st_size > 0

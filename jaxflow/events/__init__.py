@@ -1,3 +1,12 @@
+from ._alignment import (
+    Aligned as Aligned,
+    AllInCones as AllInCones,
+    InCone as InCone,
+    LossFraction as LossFraction,
+    NormGrowth as NormGrowth,
+    in_cones as in_cones,
+    in_own_cones as in_own_cones,
+)
 from ._events import (
     AbstractEvent as AbstractEvent,
     Event as Event,

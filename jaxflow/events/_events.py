@@ -44,6 +44,12 @@ class AbstractEvent(eqx.Module):
         event, $\\le 0$ once it has happened. A boolean condition counts as happened
         where it is `True`."""
 
+    def component(self, t, model, flow, reference, k) -> Array:
+        """Component `k` (of the flattened value) alone, a real scalar. Root finding
+        evaluates each component at its own time; override this where one component
+        costs much less than the whole value (e.g. one neuron's cone)."""
+        return jnp.reshape(as_value(self(t, model, flow, reference)), (-1,))[k]
+
 
 class Event(AbstractEvent):
     r"""A user condition `fn(t, model, flow) -> array`, $\le 0$ (or `True`) once the

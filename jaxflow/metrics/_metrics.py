@@ -95,13 +95,50 @@ def align_minus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
     return _cos(_mean_neuron(model, -1.0)[None], flow.data.x_minus)[0]
 
 
-def _cones(model: TwoLayerReLU, data: Dataset):
-    active = model.preactivations(data.X) > 0  # (n, width)
-    positive = (data.y > 0)[:, None]
+def cos_own(model: TwoLayerReLU, flow) -> Float[Array, " width"]:
+    """$\\cos(w_j, x_{\\operatorname{sign} v_j})$ per neuron: each neuron's alignment with
+    the centre Min et al.'s Theorem 1 sends it to ($x_+$ for $v_j > 0$, $x_-$ for
+    $v_j < 0$)."""
+    data = flow.data
+    return jnp.where(
+        model.v > 0, _cos(model.W, data.x_plus), _cos(model.W, data.x_minus)
+    )
+
+
+def _descent_W(model: TwoLayerReLU, flow) -> Float[Array, "width d"]:
+    return -flow.min_norm_gradient(model).W
+
+
+def norm_change(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    r"""$\sum_j 2\langle -\nabla_{w_j} L, w_j\rangle = \frac{d}{dt}\|W\|_F^2$: how fast the
+    first layer grows (Min et al.'s two-phase diagnostic)."""
+    return 2.0 * jnp.sum(_descent_W(model, flow) * model.W)
+
+
+def direction_change(model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    r"""$\sum_j \|P_{w_j}(-\nabla_{w_j} L)\| / \|w_j\|$, $P_w = I - ww^\top/\|w\|^2$: the
+    total angular speed of the neurons (Min et al.'s two-phase diagnostic; zero
+    neurons count 0)."""
+    g, W = _descent_W(model, flow), model.W
+    sq = jnp.sum(W**2, axis=1)
+    safe = jnp.where(sq > 0, sq, 1.0)
+    tangent = g - (jnp.sum(g * W, axis=1) / safe)[:, None] * W
+    speed = jnp.linalg.norm(tangent, axis=1) / jnp.sqrt(safe)
+    return jnp.sum(jnp.where(sq > 0, speed, 0.0))
+
+
+def cone_flags(active, positive):
+    """In $S_+$, in $S_-$, dead: from the activation pattern `active` (data along axis
+    0) and the positive labels `positive` (broadcast against it)."""
     in_plus = jnp.all(active == positive, axis=0)
     in_minus = jnp.all(active == ~positive, axis=0)
     dead = ~jnp.any(active, axis=0)
     return in_plus, in_minus, dead
+
+
+def _cones(model: TwoLayerReLU, data: Dataset):
+    active = model.preactivations(data.X) > 0  # (n, width)
+    return cone_flags(active, (data.y > 0)[:, None])
 
 
 def frac_plus(model: TwoLayerReLU, flow) -> Float[Array, ""]:

@@ -1,0 +1,226 @@
+"""Alignment-time sweeps (Min, Mallada, Vidal 2024): t1 against n and mu, t2 against
+the initialisation scale eps, on synthetic separable data, many seeds per cell.
+
+    python benchmarks/alignment.py                 # both sweeps, tables and fits
+    python benchmarks/alignment.py --sweeps n-mu   # one of them
+    python benchmarks/alignment.py --quick         # fewer cells and seeds
+
+t1 is Theorem 1's event, the first time every neuron is in its own cone
+(`jf.events.AllInCones`), located on the dense output; t2 the first time the loss is
+half its initial value (`jf.events.LossFraction(0.5)`). Each is a terminal event, so a
+seed leaves its batch when it is done. Figures are written beside this script
+(`alignment_t1_ecdf.png`, `alignment_fits.png`).
+"""
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxflow as jf
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def _solve(data, width, scale, seeds, event, t1, rtol, key):
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+
+    def init(k):
+        return jf.models.TwoLayerReLU(data.d, width, scale=scale, key=k)
+
+    return jf.solve_ensemble(
+        flow,
+        init,
+        jax.random.split(key, seeds),
+        t1=t1,
+        ts=jnp.array([0.0, t1]),
+        rtol=rtol,
+        events={"done": event},
+        metrics={"loss": jf.metrics.loss},
+        save_models=False,
+        batch_size=seeds,
+        kinks="plain",
+    )
+
+
+def _fit(x, y):
+    """Least-squares line y = a x + b: slope a, intercept b, R^2."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    a, b = np.polyfit(x, y, 1)
+    residual = y - (a * x + b)
+    return a, b, 1.0 - residual.var() / y.var()
+
+
+def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol):
+    print(
+        f"\n## t1 against n and mu: separable data (d={d}), width {width}, balanced "
+        f"init scale {scale:g}, mean exponential loss, {seeds} seeds a cell, rtol "
+        f"{rtol:g}, kinks=plain\n"
+    )
+    print(
+        "| n | mu (asked) | mu (data) | log n / sqrt(mu) | t1 median | t1 q10 | t1 q90 "
+        "| t1 max | reached | t1 bound (median) | median t1 / bound | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for n in ns:
+        for mu in mus:
+            dkey, key = jax.random.split(jax.random.key(n * 1000 + int(mu * 100)))
+            data = jf.datasets.separable(dkey, n, d, mu)
+            start = time.perf_counter()
+            ens = _solve(
+                data, width, scale, seeds, jf.events.AllInCones(terminal=True),
+                200.0, rtol, key,
+            )  # fmt: skip
+            wall = time.perf_counter() - start
+            t1 = np.asarray(ens.event_times["done"], float)
+            theory = jf.experiments.alignment_theory(data)
+            mu_data = float(theory.mu)
+            x = np.log(n) / np.sqrt(mu_data)
+            ok = np.isfinite(t1)
+            q = np.quantile(t1[ok], [0.1, 0.5, 0.9, 1.0]) if ok.any() else [np.nan] * 4
+            bound = float(theory.t1_bound)
+            rows.append(dict(n=n, mu=mu, mu_data=mu_data, x=x, t1=t1, median=q[1]))
+            print(
+                f"| {n} | {mu:g} | {mu_data:.3f} | {x:.2f} | {q[1]:.3f} | {q[0]:.3f} | "
+                f"{q[2]:.3f} | {q[3]:.3f} | {ok.sum()}/{seeds} | {bound:.3g} | "
+                f"{q[1] / bound:.2e} | {wall:.1f} |",
+                flush=True,
+            )
+    xs = np.array([r["x"] for r in rows])
+    med = np.array([r["median"] for r in rows])
+    a, b, r2 = _fit(xs, med)
+    print(
+        f"\nFit over all {len(rows)} cells: median t1 = {a:.3f} * log n / sqrt(mu) + "
+        f"{b:.3f}, R^2 = {r2:.3f}."
+    )
+    for mu in mus:
+        sel = [r for r in rows if r["mu"] == mu]
+        a_n, _, r2_n = _fit([np.log(r["n"]) for r in sel], [r["median"] for r in sel])
+        print(f"- mu={mu:g}: median t1 against log n: slope {a_n:.3f}, R^2 {r2_n:.3f}")
+    for n in ns:
+        sel = [r for r in rows if r["n"] == n]
+        a_m, _, r2_m = _fit(
+            [1 / np.sqrt(r["mu_data"]) for r in sel], [r["median"] for r in sel]
+        )
+        print(f"- n={n}: median t1 against 1/sqrt(mu): slope {a_m:.3f}, R^2 {r2_m:.3f}")
+    return rows, (a, b, r2)
+
+
+def sweep_eps(epss, n, mu, seeds, d, width, rtol):
+    print(
+        f"\n## t2 against the initialisation scale: separable n={n}, d={d}, mu={mu:g}, "
+        f"width {width}, balanced init, {seeds} seeds a cell, rtol {rtol:g}\n"
+    )
+    print("| eps | log(1/eps) | t2 median | t2 q10 | t2 q90 | reached | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    dkey, key = jax.random.split(jax.random.key(7))
+    data = jf.datasets.separable(dkey, n, d, mu)
+    rows = []
+    for eps in epss:
+        start = time.perf_counter()
+        ens = _solve(
+            data, width, eps, seeds, jf.events.LossFraction(0.5, terminal=True),
+            1e4, rtol, key,
+        )  # fmt: skip
+        wall = time.perf_counter() - start
+        t2 = np.asarray(ens.event_times["done"], float)
+        ok = np.isfinite(t2)
+        q = np.quantile(t2[ok], [0.1, 0.5, 0.9]) if ok.any() else [np.nan] * 3
+        rows.append(dict(eps=eps, x=np.log(1 / eps), t2=t2, median=q[1]))
+        print(
+            f"| {eps:g} | {np.log(1 / eps):.2f} | {q[1]:.3f} | {q[0]:.3f} | "
+            f"{q[2]:.3f} | {ok.sum()}/{seeds} | {wall:.1f} |",
+            flush=True,
+        )
+    a, b, r2 = _fit([r["x"] for r in rows], [r["median"] for r in rows])
+    print(
+        f"\nFit: median t2 = {a:.3f} * log(1/eps) + {b:.3f}, R^2 = {r2:.4f} "
+        f"(the paper: t2 = Theta(log(1/eps)) at fixed n)."
+    )
+    return rows, (a, b, r2)
+
+
+def _figures(nmu, eps):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if nmu is not None:
+        rows, _ = nmu
+        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        for r in rows:
+            if r["mu"] == rows[0]["mu"] or r["n"] == rows[-1]["n"]:
+                t = np.sort(r["t1"][np.isfinite(r["t1"])])
+                ax.step(
+                    t, np.arange(1, t.size + 1) / r["t1"].size,
+                    label=f"n={r['n']}, mu={r['mu']:g}",
+                )  # fmt: skip
+        ax.set(
+            xscale="log", xlabel="t1", ylabel="fraction of seeds", title="ECDF of t1"
+        )
+        ax.legend(fontsize=7)
+        fig.savefig(HERE / "alignment_t1_ecdf.png", dpi=100)
+        plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for ax, result, xl, yl in (
+        (axes[0], nmu, "log n / sqrt(mu)", "median t1"),
+        (axes[1], eps, "log(1/eps)", "median t2"),
+    ):
+        if result is None:
+            continue
+        rows, (a, b, r2) = result
+        x = np.array([r["x"] for r in rows])
+        ax.plot(x, [r["median"] for r in rows], "o")
+        grid = np.linspace(x.min(), x.max(), 50)
+        ax.plot(grid, a * grid + b, "k--", label=f"slope {a:.3g}, R² {r2:.3f}")
+        ax.set(xlabel=xl, ylabel=yl)
+        ax.legend()
+    fig.savefig(HERE / "alignment_fits.png", dpi=100)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweeps", nargs="*", default=["n-mu", "eps"])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    device = jax.devices()[0]
+    print(
+        f"# jaxflow alignment sweeps: {platform.machine()}, {device.platform}, "
+        f"{os.cpu_count()} cores, jax {jax.__version__}, jaxflow {jf.__version__}"
+    )
+    quick = args.quick
+    nmu = eps = None
+    if "n-mu" in args.sweeps:
+        nmu = sweep_n_mu(
+            [16, 64] if quick else [16, 64, 256, 1024, 4096],
+            [0.1, 0.5] if quick else [0.05, 0.1, 0.3, 0.6, 0.9],
+            8 if quick else 64,
+            d=20,
+            width=10,
+            scale=1e-6,
+            rtol=1e-8,
+        )
+    if "eps" in args.sweeps:
+        eps = sweep_eps(
+            [1e-2, 1e-6] if quick else [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12],
+            n=64 if quick else 256,
+            mu=0.3,
+            seeds=8 if quick else 64,
+            d=20,
+            width=10,
+            rtol=1e-8,
+        )
+    _figures(nmu, eps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+r"""Early neuron alignment: Min, Mallada, Vidal, "Early neuron alignment in two-layer
+ReLU networks with small initialization" (ICLR 2024, arXiv 2307.12851).
+
+Theorem 1: with a small enough initialisation scale $\varepsilon$, by
+
+$$t_1 = \frac{16 \log n}{\min\{\zeta, \xi\}\,\sqrt{\mu}\,X_{\min}}$$
+
+every neuron is in its own cone, $w_j \in S_{\operatorname{sign} v_j} \cup S_{\rm dead}$;
+the loss then drops (at $t_2 = \Theta(\log(1/\varepsilon))$) and decays like $1/t$.
+"""
+
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .. import events as jf_events, metrics as jf_metrics
+from .._dataset import Dataset
+from .._results import _last_finite
+from ..models import TwoLayerReLU
+
+
+def _cos_rows(X: Float[Array, "n d"], x: Float[Array, " d"]) -> Float[Array, " n"]:
+    norms = jnp.linalg.norm(X, axis=-1) * jnp.linalg.norm(x)
+    return jnp.where(norms > 0, (X @ x) / jnp.where(norms > 0, norms, 1.0), 0.0)
+
+
+def _floats(x) -> list:
+    """JSON-ready: nan and inf become None."""
+    x = np.asarray(x, dtype=float)
+    return [None if not np.isfinite(v) else float(v) for v in x.reshape(-1)]
+
+
+class AlignmentTheory(eqx.Module):
+    r"""The quantities of Min et al.'s Theorem 1 for one data set (and initialisation).
+
+    **Fields:**
+
+    - `n`: the number of data points.
+    - `mu`: the separation $\mu = \min_{i,j} \cos(y_i x_i, y_j x_j)$ (Assumption 1
+        needs $\mu > 0$).
+    - `x_plus`, `x_minus`: the centres $x_\pm = \sum_{y_i = \pm 1} x_i$.
+    - `X_min`, `X_max`: the smallest and largest $\|x_i\|$.
+    - `cone_sin`: $\sin\theta$, with $\theta$ the half-angle of the widest cone around
+        $x_\pm$ that lies inside $S_\pm$, the smaller of the two:
+        $\min_\pm \min_i |\cos(x_\pm, x_i)|$ (0 if some $x_i$ is on the wrong side
+        of $x_\pm$'s hyperplane). A centre with no data counts as no constraint.
+    - `init_margin`: $\min_j \big(1 - \cos(w_j(0), x_{-\operatorname{sign} v_j})\big)$,
+        how far the initial neurons are from the wrong centre (`nan` without a model).
+    - `zeta`: $\min\{1 - \cos\theta,\ \text{init\_margin}\}$.
+    - `xi`: $\sin\theta$ (`cone_sin`).
+    - `t1_bound`: $16 \log n / (\min\{\zeta, \xi\}\sqrt{\mu}\,X_{\min})$; `inf` when
+        $\mu \le 0$ (the theorem does not apply).
+
+    The paper's appendix defines $\zeta$ and $\xi$ as angular margins without one
+    closed form we could compute for any data set; the two above are our reading of
+    them (papers.md, section 1): $\zeta$ combines the distance of the initial neurons
+    from the wrong centre with the width of the cones around $x_\pm$, $\xi$ the
+    separation between the centres and the directions outside $S_+ \cup S_-$. The
+    requirement on $\varepsilon$ (exponentially small in $n / \sqrt{\mu}$) has no
+    explicit constant there and is not computed.
+    """
+
+    n: int = eqx.field(static=True)
+    mu: Float[Array, ""]
+    x_plus: Float[Array, " d"]
+    x_minus: Float[Array, " d"]
+    X_min: Float[Array, ""]
+    X_max: Float[Array, ""]
+    cone_sin: Float[Array, ""]
+    init_margin: Float[Array, ""]
+    zeta: Float[Array, ""]
+    xi: Float[Array, ""]
+    t1_bound: Float[Array, ""]
+
+    def as_dict(self) -> dict:
+        """The scalars as Python floats for JSON (lists, one per seed, when stacked
+        over seeds; nan and inf as None)."""
+        out = {}
+        for name in (
+            "mu", "X_min", "X_max", "cone_sin", "init_margin", "zeta", "xi",
+            "t1_bound",
+        ):  # fmt: skip
+            x = _floats(getattr(self, name))
+            out[name] = x[0] if np.ndim(getattr(self, name)) == 0 else x
+        return out | {"n": self.n}
+
+
+def alignment_theory(
+    data: Dataset, model: TwoLayerReLU | None = None
+) -> AlignmentTheory:
+    """Min et al.'s Theorem 1 quantities for `data` (and the initial `model`, for the
+    margin of the initial neurons from the wrong centre).
+
+    **Arguments:**
+
+    - `data`: a `jaxflow.Dataset` with labels $\\pm 1$.
+    - `model`: the initial `jaxflow.models.TwoLayerReLU`, or `None`.
+
+    **Returns:** an `AlignmentTheory`.
+
+    !!! Example
+
+        ```python
+        theory = jf.experiments.alignment_theory(data, net)
+        theory.mu, theory.t1_bound
+        ```
+    """
+    if not isinstance(data, Dataset):
+        raise ValueError(
+            f"alignment_theory: `data` must be a jaxflow.Dataset, got {type(data)}."
+        )
+    X, y = data.X, data.y
+    norms = jnp.linalg.norm(X, axis=1)
+    signs = jnp.sign(y)
+
+    def cone(centre, sign):
+        if not bool(jnp.any(signs == sign)):
+            return jnp.array(1.0, X.dtype)
+        c = _cos_rows(X, centre)
+        right = jnp.all(jnp.where(signs == sign, c > 0, c < 0))
+        return jnp.where(right, jnp.min(jnp.abs(c)), 0.0)
+
+    cone_sin = jnp.minimum(cone(data.x_plus, 1.0), cone(data.x_minus, -1.0))
+    if model is None:
+        init_margin = jnp.array(jnp.nan, X.dtype)
+    else:
+        wrong = jnp.where(
+            model.v[:, None] > 0, data.x_minus[None, :], data.x_plus[None, :]
+        )
+        cos = jnp.sum(model.W * wrong, axis=1) / jnp.maximum(
+            jnp.linalg.norm(model.W, axis=1) * jnp.linalg.norm(wrong, axis=1),
+            jnp.finfo(X.dtype).tiny,
+        )
+        init_margin = jnp.min(1.0 - cos)
+    cone_margin = 1.0 - jnp.sqrt(1.0 - cone_sin**2)
+    zeta = jnp.fmin(cone_margin, init_margin)  # fmin: nan (no model) is ignored
+    xi = cone_sin
+    mu = data.separation()
+    X_min = jnp.min(norms)
+    gamma = jnp.minimum(zeta, xi)
+    bound = 16.0 * math.log(data.n) / (gamma * jnp.sqrt(jnp.maximum(mu, 0.0)) * X_min)
+    bound = jnp.where((mu > 0) & (gamma > 0), bound, jnp.inf)
+    return AlignmentTheory(
+        n=data.n,
+        mu=mu,
+        x_plus=data.x_plus,
+        x_minus=data.x_minus,
+        X_min=X_min,
+        X_max=jnp.max(norms),
+        cone_sin=cone_sin,
+        init_margin=init_margin,
+        zeta=zeta,
+        xi=xi,
+        t1_bound=bound,
+    )
+
+
+def alignment_events(delta: float = 1e-3) -> dict[str, jf_events.AbstractEvent]:
+    """The events of an alignment study, none terminal:
+
+    - `"aligned"`: per neuron, $\\tau_j$, the first time $\\cos(w_j, x_{\\operatorname{sign}
+        v_j}) \\ge 1 - \\delta$ (`jaxflow.events.Aligned`);
+    - `"in_cone"`: per neuron, the first time $w_j \\in S_+ \\cup S_- \\cup S_{\\rm dead}$
+        (`jaxflow.events.InCone`);
+    - `"t1"`: the first time every neuron is in its own cone, Theorem 1's event
+        (`jaxflow.events.AllInCones`);
+    - `"t2"`: the loss drop, the first time the loss is half its initial value
+        (`jaxflow.events.LossFraction(0.5)`);
+    - `"norm_growth"`: the first time $\\|W\\|_F$ is twice its initial value
+        (`jaxflow.events.NormGrowth(2.0)`).
+    """
+    return {
+        "aligned": jf_events.Aligned(delta),
+        "in_cone": jf_events.InCone(),
+        "t1": jf_events.AllInCones(),
+        "t2": jf_events.LossFraction(0.5),
+        "norm_growth": jf_events.NormGrowth(2.0),
+    }
+
+
+def alignment_metrics(model: TwoLayerReLU, flow) -> dict:
+    """`jaxflow.metrics.default_metrics` plus `cos_own` (per neuron, with its own
+    centre) and the two-phase diagnostic, `norm_change` and `direction_change`."""
+    return jf_metrics.default_metrics(model, flow) | {
+        "cos_own": jf_metrics.cos_own,
+        "norm_change": jf_metrics.norm_change,
+        "direction_change": jf_metrics.direction_change,
+    }
+
+
+def _quantiles(x) -> dict[str, float | int]:
+    x = np.asarray(x, dtype=float)
+    finite = x[np.isfinite(x)]
+    out: dict[str, float | int] = {"reached": int(finite.size), "of": int(x.size)}
+    if finite.size:
+        q = np.quantile(finite, [0.0, 0.1, 0.5, 0.9, 1.0])
+        out |= dict(zip(("min", "q10", "median", "q90", "max"), map(float, q)))
+    return out
+
+
+def alignment_summary(ens, theory: AlignmentTheory) -> dict:
+    """What an alignment study found, per seed and over seeds, beside the theory; the
+    content of `summary.json` written by `jaxflow align`.
+
+    **Arguments:**
+
+    - `ens`: a `jaxflow.Ensemble` solved with `alignment_events()` and
+        `alignment_metrics` (or at least the metrics `loss`, `stable_rank`,
+        `spectral_norm_sq`, `align_plus`, `align_minus`).
+    - `theory`: `alignment_theory(data, initial models)`, the models stacked over the
+        seeds (`eqx.filter_vmap`), or computed for the data alone.
+
+    **Returns:** a dict with `theory` (per-seed arrays where they depend on the
+    initialisation), `times` (quantiles over seeds of `t1`, `t2`, `norm_growth`, the
+    largest per-neuron alignment time `tau_max`, and `t1 / t1_bound`), and `seeds` (one
+    dict per seed: status, those times, the per-neuron times, the final metrics).
+    """
+    bound = np.broadcast_to(np.asarray(theory.t1_bound, float), (ens.num_seeds,))
+    times = {k: np.asarray(v, float) for k, v in ens.event_times.items()}
+    aligned = times.get("aligned")
+    tau_max = (
+        np.where(np.all(np.isfinite(aligned), axis=1), np.max(aligned, axis=1), np.nan)
+        if aligned is not None
+        else np.full(ens.num_seeds, np.nan)
+    )
+    t1 = times.get("t1", np.full(ens.num_seeds, np.nan))
+    ratio = t1 / bound
+    final = {}
+    for name in (
+        "loss", "stable_rank", "spectral_norm_sq", "align_plus", "align_minus",
+        "frac_plus", "frac_minus", "frac_dead", "conserved_drift",
+    ):  # fmt: skip
+        if name in ens.metrics:
+            final[name] = _last_finite(np.asarray(ens.metrics[name], float))
+    scalars = theory.as_dict()
+    seeds = []
+    for s in range(ens.num_seeds):
+        row = {
+            "seed": int(ens.seeds[s]),
+            "status": str(ens.status_name[s]),
+            "t_final": float(ens.t_final[s]),
+            "t1": _floats(t1[s])[0],
+            "t1_bound": _floats(bound[s])[0],
+            "t1_over_bound": _floats(ratio[s])[0],
+            "t2": _floats(times["t2"][s])[0] if "t2" in times else None,
+            "norm_growth": (
+                _floats(times["norm_growth"][s])[0] if "norm_growth" in times else None
+            ),
+            "tau_max": _floats(tau_max[s])[0],
+            "num_steps": int(ens.stats["num_steps"][s]),
+            "num_rejected_steps": int(ens.stats["num_rejected_steps"][s]),
+        }
+        for name in ("aligned", "in_cone"):
+            if name in times:
+                row[name] = _floats(times[name][s])
+        row["final"] = {k: _floats(v[s])[0] for k, v in final.items()}
+        seeds.append(row)
+    return {
+        "theory": scalars,
+        "times": {
+            "t1": _quantiles(t1),
+            "t2": _quantiles(times.get("t2", np.full(ens.num_seeds, np.nan))),
+            "norm_growth": _quantiles(
+                times.get("norm_growth", np.full(ens.num_seeds, np.nan))
+            ),
+            "tau_max": _quantiles(tau_max),
+            "t1_over_bound": _quantiles(ratio),
+        },
+        "accuracy": {
+            "rtol": float(ens.rtol),
+            "statuses": sorted(set(map(str, ens.status_name))),
+            "max_conserved_drift": (
+                float(np.nanmax(final["conserved_drift"]))
+                if "conserved_drift" in final
+                else None
+            ),
+            "steps_accepted_max": int(np.max(ens.stats["num_accepted_steps"])),
+            "steps_rejected_max": int(np.max(ens.stats["num_rejected_steps"])),
+        },
+        "seeds": seeds,
+    }

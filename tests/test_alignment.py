@@ -1,0 +1,192 @@
+"""Alignment study (Min, Mallada, Vidal): theory quantities against hand-worked 2-D
+cases, event times against a brute-force search on a fine grid."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxflow as jf
+
+
+def _three_points():
+    # x1 = (1, 0) and x2 = (cos 60°, sin 60°) labelled +1, x3 = (-1, 0) labelled -1.
+    X = jnp.array([[1.0, 0.0], [0.5, math.sqrt(3) / 2], [-1.0, 0.0]])
+    return jf.Dataset(X, jnp.array([1.0, 1.0, -1.0]))
+
+
+def test_theory_three_points_by_hand():
+    theory = jf.experiments.alignment_theory(_three_points())
+    # Signed pairs: <x1, x2> = 1/2, <x1, -x3> = 1, <x2, -x3> = 1/2.
+    assert float(theory.mu) == pytest.approx(0.5)
+    np.testing.assert_allclose(theory.x_plus, [1.5, math.sqrt(3) / 2])
+    np.testing.assert_allclose(theory.x_minus, [-1.0, 0.0])
+    assert float(theory.X_min) == pytest.approx(1.0)
+    assert float(theory.X_max) == pytest.approx(1.0)
+    # S+ is the wedge of angles (-30°, 90°) around x+ at 30°: half-angle 60°.
+    # S- is [150°, 270°) and x- is at 180°: 30° to its edge. The smaller, 30°.
+    assert float(theory.cone_sin) == pytest.approx(math.sin(math.radians(30)))
+    zeta = 1 - math.cos(math.radians(30))
+    assert float(theory.zeta) == pytest.approx(zeta)
+    assert float(theory.xi) == pytest.approx(0.5)
+    assert math.isnan(float(theory.init_margin))
+    bound = 16 * math.log(3) / (min(zeta, 0.5) * math.sqrt(0.5) * 1.0)
+    assert float(theory.t1_bound) == pytest.approx(bound)
+
+
+def test_theory_with_initial_neurons():
+    data = _three_points()
+    # Neuron 0 (v > 0) at 174.3°, 5.7° from the wrong centre x- (180°); neuron 1
+    # (v < 0) at -90°, 120° from x+ (30°).
+    net = eqx.tree_at(
+        lambda m: (m.W, m.v),
+        jf.models.TwoLayerReLU(2, 2, key=jax.random.key(0)),
+        (jnp.array([[-1.0, 0.1], [0.0, -1.0]]), jnp.array([1.0, -1.0])),
+    )
+    theory = jf.experiments.alignment_theory(data, net)
+    margin = 1 - 1 / math.sqrt(1.01)
+    assert float(theory.init_margin) == pytest.approx(margin)
+    assert float(theory.zeta) == pytest.approx(margin)  # below the cone's 0.134
+    bound = 16 * math.log(3) / (margin * math.sqrt(0.5))
+    assert float(theory.t1_bound) == pytest.approx(bound)
+
+
+def test_theory_toys():
+    c = 0.1
+    theory = jf.experiments.alignment_theory(jf.datasets.two_points(c))
+    assert float(theory.mu) == pytest.approx(math.sin(c))
+    # No negative points: only the cone around x+ constrains it. Its edges are the
+    # hyperplanes x_i^perp, at angle pi/2 - angle(x+, x_i) from x+: the sine of the
+    # half-angle is min_i cos(x+, x_i).
+    x1, x2 = np.array([1.0, 0.0]), np.array([math.sin(c), math.cos(c)])
+    xp = x1 + x2
+    expected = min(x @ xp / np.linalg.norm(xp) for x in (x1, x2))
+    assert float(theory.cone_sin) == pytest.approx(expected)
+    orth = jf.experiments.alignment_theory(jf.datasets.orthogonal())
+    assert float(orth.mu) == pytest.approx(0.0, abs=1e-15)
+    assert float(orth.t1_bound) == math.inf  # mu = 0: Theorem 1 does not apply
+
+
+def test_theory_rejects_bad_data():
+    with pytest.raises(ValueError, match="`data` must be a jaxflow.Dataset"):
+        jf.experiments.alignment_theory(np.ones((3, 2)))
+
+
+def test_event_validation():
+    with pytest.raises(ValueError, match="`delta` must be in"):
+        jf.events.Aligned(0.0)
+    with pytest.raises(ValueError, match="`fraction` must be in"):
+        jf.events.LossFraction(1.5)
+    with pytest.raises(ValueError, match="`factor` must be > 1"):
+        jf.events.NormGrowth(1.0)
+
+
+def _cos_own(model, flow):
+    return jf.metrics.cos_own(model, flow)
+
+
+def _in_cones(model, flow):
+    return jf.events.in_cones(model, flow)
+
+
+def _all_in_own(model, flow):
+    return jnp.all(jf.events.in_own_cones(model, flow))
+
+
+def _norm_W(model, flow):
+    del flow
+    return jnp.sqrt(jnp.sum(model.W**2))
+
+
+def _first(grid, hit):
+    """First grid time where `hit` (times along axis 0), nan where never."""
+    hit = np.asarray(hit)
+    first = np.argmax(hit, axis=0)
+    return np.where(hit.any(axis=0), grid[first], np.nan), first
+
+
+@pytest.mark.parametrize("kinks", ["plain", "min-norm"])
+def test_event_times_match_fine_grid(kinks):
+    dkey, mkey = jax.random.split(jax.random.key(4))
+    data = jf.datasets.separable(dkey, 12, 4, 0.2)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+    net = jf.models.TwoLayerReLU(4, 6, scale=1e-3, key=mkey)
+    t1, delta = 30.0, 1e-2
+    grid = jnp.linspace(0.0, t1, 6001)
+    metrics = {
+        "loss": jf.metrics.loss,
+        "cos_own": _cos_own,
+        "in_cones": _in_cones,
+        "all_in_own": _all_in_own,
+        "norm": _norm_W,
+    }
+    sol = jf.solve(
+        flow,
+        net,
+        t1=t1,
+        ts=grid,
+        rtol=1e-10,
+        metrics=metrics,
+        events=jf.experiments.alignment_events(delta),
+        kinks=kinks,
+    )
+    assert sol.status_name == "successful"
+    g, m = np.asarray(grid), {k: np.asarray(v) for k, v in sol.metrics.items()}
+    h = g[1] - g[0]
+    brute = {
+        "aligned": _first(g, m["cos_own"] >= 1 - delta),
+        "in_cone": _first(g, m["in_cones"]),
+        "t1": _first(g, m["all_in_own"]),
+        "t2": _first(g, m["loss"] <= 0.5 * m["loss"][0]),
+        "norm_growth": _first(g, m["norm"] >= 2.0 * m["norm"][0]),
+    }
+    for name, (at, _) in brute.items():
+        located = np.asarray(sol.event_times[name])
+        assert np.array_equal(np.isnan(located), np.isnan(at)), name
+        # The grid's first hit is at or after the event, by less than one spacing.
+        ok = ~np.isnan(at)
+        assert np.all(located[ok] <= at[ok] + 1e-9), (name, located, at)
+        assert np.all(located[ok] > at[ok] - h - 1e-9), (name, located, at)
+    # Something happened: the test would be empty otherwise.
+    assert np.isfinite(np.asarray(sol.event_times["t1"]))
+    assert np.isfinite(np.asarray(sol.event_times["t2"]))
+    assert np.sum(np.isfinite(np.asarray(sol.event_times["aligned"]))) >= 3
+
+
+def test_two_phase_metrics_are_derivatives():
+    dkey, mkey = jax.random.split(jax.random.key(5))
+    data = jf.datasets.separable(dkey, 10, 3, 0.3)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+    net = jf.models.TwoLayerReLU(3, 4, scale=0.3, key=mkey)
+    # norm_change = d/dt ||W||_F^2 along the flow: a centred difference of the solve.
+    t, h = 1.0, 1e-4
+    ts = jnp.array([t - h, t, t + h])
+    metrics = {
+        "norm_sq": lambda m, f: jnp.sum(m.W**2),
+        "norm_change": jf.metrics.norm_change,
+        "direction_change": jf.metrics.direction_change,
+    }
+    sol = jf.solve(flow, net, t1=t + h, ts=ts, rtol=1e-12, metrics=metrics)
+    sq = np.asarray(sol.metrics["norm_sq"])
+    numeric = (sq[2] - sq[0]) / (2 * h)
+    assert float(sol.metrics["norm_change"][1]) == pytest.approx(numeric, rel=1e-5)
+    # direction_change: sum_j of the angular speed |d/dt (w_j/|w_j|)|.
+    ys = sol.ys
+    u = np.asarray(ys.W / jnp.linalg.norm(ys.W, axis=-1, keepdims=True))
+    speed = np.linalg.norm((u[2] - u[0]) / (2 * h), axis=-1).sum()
+    assert float(sol.metrics["direction_change"][1]) == pytest.approx(speed, rel=1e-5)
+
+
+def test_in_cone_component_equals_full_value():
+    dkey, mkey = jax.random.split(jax.random.key(6))
+    data = jf.datasets.separable(dkey, 15, 3, 0.2)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+    net = jf.models.TwoLayerReLU(3, 40, scale=1.0, key=mkey)
+    event = jf.events.InCone()
+    full = np.asarray(jf.events._events.as_value(event(0.0, net, flow, None)))
+    parts = [float(event.component(0.0, net, flow, None, k)) for k in range(40)]
+    np.testing.assert_array_equal(full, parts)
+    assert set(full) == {-1.0, 1.0}  # both cases present at this size
