@@ -4,6 +4,7 @@ the initialisation scale eps, on synthetic separable data, many seeds per cell.
     python benchmarks/alignment.py                 # both sweeps, tables and fits
     python benchmarks/alignment.py --sweeps n-mu   # one of them
     python benchmarks/alignment.py --quick         # fewer cells and seeds
+    python benchmarks/alignment.py --ns 16 64 256  # some values of n
 
 t1 is Theorem 1's event, the first time every neuron is in its own cone
 (`jf.events.AllInCones`), located on the dense output; t2 the first time the loss is
@@ -191,6 +192,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweeps", nargs="*", default=["n-mu", "eps"])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--ns", type=int, nargs="*", default=[16, 64, 256, 1024, 4096], help="n values"
+    )
     args = parser.parse_args()
     device = jax.devices()[0]
     print(
@@ -201,7 +205,7 @@ def main():
     nmu = eps = None
     if "n-mu" in args.sweeps:
         nmu = sweep_n_mu(
-            [16, 64] if quick else [16, 64, 256, 1024, 4096],
+            [16, 64] if quick else args.ns,
             [0.1, 0.5] if quick else [0.05, 0.1, 0.3, 0.6, 0.9],
             8 if quick else 64,
             d=20,

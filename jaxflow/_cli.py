@@ -212,9 +212,9 @@ def _align(args) -> int:
 def _align_report(summary: dict, figures) -> str:
     th, run, acc = summary["theory"], summary["run"], summary["accuracy"]
 
-    def median(x):
-        import numpy as np
+    import numpy as np
 
+    def median(x):
         x = np.asarray(x, dtype=float)
         return float(np.nanmedian(x)) if np.isfinite(x).any() else float("nan")
 
@@ -224,7 +224,12 @@ def _align_report(summary: dict, figures) -> str:
         f"{run['loss']} loss, {len(summary['seeds'])} seed(s), {run['wall_s']:.1f} s",
         f"theory        mu={median(th['mu']):.4g}  X_min={median(th['X_min']):.4g}  "
         f"X_max={median(th['X_max']):.4g}  zeta={median(th['zeta']):.3g}  "
-        f"xi={median(th['xi']):.3g}  t1 bound={median(th['t1_bound']):.4g}",
+        f"xi={median(th['xi']):.3g}  t1 bound="
+        + (
+            f"{median(th['t1_bound']):.4g}"
+            if np.isfinite(median(th["t1_bound"]))
+            else "none (Theorem 1 needs mu > 0 and cones around x+-)"
+        ),
     ]
     for name, label in (
         ("t1", "t1 (all in cones)"),

@@ -97,9 +97,9 @@ def plot_times(summary: dict, path: Path) -> Path:
         if x.size:
             x = np.sort(x)
             ax.step(x, np.arange(1, x.size + 1) / len(summary["seeds"]), label=label)
-    bound = summary["theory"]["t1_bound"]
-    bound = np.nanmedian(np.asarray(bound, dtype=float)) if bound is not None else None
-    if bound is not None and np.isfinite(bound):
+    bound = np.asarray(summary["theory"]["t1_bound"], dtype=float)  # None -> nan
+    bound = np.median(bound[np.isfinite(bound)]) if np.isfinite(bound).any() else None
+    if bound is not None:
         ax.axvline(bound, color="k", ls=":", label=f"t1 bound (median) {bound:.3g}")
     ax.set(xscale="log", xlabel="t", ylabel="fraction of seeds", title="first times")
     ax.legend(fontsize=8)
