@@ -5,12 +5,16 @@ the initialisation scale eps, on synthetic separable data, many seeds per cell.
     python benchmarks/alignment.py --sweeps n-mu   # one of them
     python benchmarks/alignment.py --quick         # fewer cells and seeds
     python benchmarks/alignment.py --ns 16 64 256  # some values of n
+    python benchmarks/alignment.py --sweeps toys   # the paper's 2-D toys
 
 t1 is Theorem 1's event, the first time every neuron is in its own cone
 (`jf.events.AllInCones`), located on the dense output; t2 the first time the loss is
 half its initial value (`jf.events.LossFraction(0.5)`). Each is a terminal event, so a
-seed leaves its batch when it is done. Figures are written beside this script
-(`alignment_t1_ecdf.png`, `alignment_fits.png`).
+seed leaves its batch when it is done. The toys (two points at angle c = 0.1 and 0.001,
+the orthogonal pair, circle clusters) run to a fixed horizon with every alignment event
+recorded, and their figure shows each neuron's angle over time and the two-phase
+diagnostic. Figures are written beside this script (`alignment_t1_ecdf.png`,
+`alignment_fits.png`, `alignment_toys.png`).
 """
 
 import argparse
@@ -148,6 +152,119 @@ def sweep_eps(epss, n, mu, seeds, d, width, rtol):
     return rows, (a, b, r2)
 
 
+def _angles(model, flow):
+    """Each neuron's angle in the plane, in degrees (2-D toys)."""
+    return jnp.rad2deg(jnp.arctan2(model.W[:, 1], model.W[:, 0]))
+
+
+def sweep_toys(seeds, width, scale, t1, rtol):
+    print(
+        f"\n## 2-D toys: width {width}, balanced init scale {scale:g}, mean exponential "
+        f"loss, {seeds} seeds a toy, t up to {t1:g}, rtol {rtol:g}, kinks=auto "
+        f"(min-norm); delta=1e-3 for tau_j\n"
+    )
+    print(
+        "| toy | n | mu | t1 bound | t1 median [q10, q90] | reached | max_j tau_j median "
+        "[q10, q90] | reached | t2 median | final loss (median) | dead neurons "
+        "(mean) | max drift | steps acc/rej (max) | status | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    toys = {
+        "two points, c=0.1": jf.datasets.two_points(0.1),
+        "two points, c=0.001": jf.datasets.two_points(0.001),
+        "orthogonal pair": jf.datasets.orthogonal(),
+        "circle clusters": jf.datasets.circle_clusters(jax.random.key(3), 10, 10),
+    }
+    ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, t1, 199)])
+    rows = {}
+    for name, data in toys.items():
+        flow = jf.GradientFlow(jf.losses.exponential, data)
+
+        def init(k):
+            return jf.models.TwoLayerReLU(2, width, scale=scale, key=k)
+
+        keys = jax.random.split(jax.random.key(11), seeds)
+        metrics = jf.experiments.alignment_metrics(init(keys[0]), flow)
+        start = time.perf_counter()
+        ens = jf.solve_ensemble(
+            flow, init, keys, t1=t1, ts=ts, rtol=rtol,
+            events=jf.experiments.alignment_events(1e-3),
+            metrics=metrics | {"angle": _angles},
+            batch_size=seeds, kinks="auto",
+        )  # fmt: skip
+        wall = time.perf_counter() - start
+        theory = jf.experiments.alignment_theory(data)
+        s = jf.experiments.alignment_summary(ens, theory, data)
+        t, tau, t2 = s["times"]["t1"], s["times"]["tau_max"], s["times"]["t2"]
+        acc = s["accuracy"]
+        dead = np.mean([r["dead_at_end"] for r in s["seeds"]])
+
+        def q(x):
+            if not x["reached"]:
+                return "-"
+            return f"{x['median']:.3g} [{x['q10']:.3g}, {x['q90']:.3g}]"
+
+        print(
+            f"| {name} | {data.n} | {float(theory.mu):.3g} | "
+            f"{float(theory.t1_bound):.3g} | {q(t)} | {t['reached']}/{seeds} | "
+            f"{q(tau)} | {tau['reached']}/{seeds} | "
+            f"{t2.get('median', float('nan')):.3g} | "
+            f"{np.median([r['final']['loss'] for r in s['seeds']]):.3g} | "
+            f"{dead:.1f} | {acc['max_conserved_drift']:.1e} | "
+            f"{acc['steps_accepted_max']}/{acc['steps_rejected_max']} | "
+            f"{','.join(acc['statuses'])} | {wall:.1f} |",
+            flush=True,
+        )
+        rows[name] = dict(
+            data=data,
+            ts=np.asarray(ens.ts),
+            angle=np.unwrap(np.asarray(ens.metrics["angle"][0]), period=360, axis=0),
+            v=np.asarray(ens.final.v[0]),
+            norm=np.asarray(ens.metrics["norm_change"][0]),
+            direction=np.asarray(ens.metrics["direction_change"][0]),
+            t1=s["seeds"][0]["t1"],
+        )
+    return rows
+
+
+def _toy_figure(rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        2, len(rows), figsize=(4 * len(rows), 7), layout="constrained", sharex=True
+    )
+    for c, (name, r) in enumerate(rows.items()):
+        ax, ts = axes[0, c], r["ts"]
+        X, y = np.asarray(r["data"].X), np.asarray(r["data"].y)
+        for x_i, y_i in zip(X, y):
+            deg = np.rad2deg(np.arctan2(x_i[1], x_i[0]))
+            ax.axhline(deg, color="C0" if y_i > 0 else "C3", lw=0.6, ls=":")
+        for j in range(r["angle"].shape[1]):
+            ax.plot(
+                ts[1:], r["angle"][1:, j], lw=0.8, color="C0" if r["v"][j] > 0 else "C3"
+            )
+        if r["t1"] is not None:
+            ax.axvline(r["t1"], color="k", lw=0.8, ls="--", label=f"t1 = {r['t1']:.3g}")
+            ax.legend(fontsize=7, loc="lower left")
+        ax.set(xscale="log", title=name, ylabel="angle of w_j (deg, unwrapped)")
+        ax = axes[1, c]
+        ax.plot(ts[1:], np.abs(r["norm"][1:]), label="norm change Σ 2<-∇w_j L, w_j>")
+        ax.plot(
+            ts[1:], r["direction"][1:], label="direction change Σ |P(-∇w_j L)|/|w_j|"
+        )
+        ax.set(xscale="log", yscale="log", xlabel="t")
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        "2-D toys, seed 0: neuron angles (blue v_j>0, red v_j<0; dotted: data, "
+        "coloured by label) and the two-phase diagnostic"
+    )
+    fig.savefig(HERE / "alignment_toys.png", dpi=100)
+    plt.close(fig)
+
+
 def _figures(nmu, eps):
     import matplotlib
 
@@ -190,7 +307,7 @@ def _figures(nmu, eps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", nargs="*", default=["n-mu", "eps"])
+    parser.add_argument("--sweeps", nargs="*", default=["n-mu", "eps", "toys"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--ns", type=int, nargs="*", default=[16, 64, 256, 1024, 4096], help="n values"
@@ -203,6 +320,10 @@ def main():
     )
     quick = args.quick
     nmu = eps = None
+    if "toys" in args.sweeps:
+        _toy_figure(
+            sweep_toys(8 if quick else 64, width=20, scale=1e-6, t1=100.0, rtol=1e-8)
+        )
     if "n-mu" in args.sweeps:
         nmu = sweep_n_mu(
             [16, 64] if quick else args.ns,
@@ -223,7 +344,8 @@ def main():
             width=10,
             rtol=1e-8,
         )
-    _figures(nmu, eps)
+    if nmu is not None or eps is not None:
+        _figures(nmu, eps)
 
 
 if __name__ == "__main__":

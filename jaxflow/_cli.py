@@ -143,7 +143,7 @@ def _align(args) -> int:
     theory = eqx.filter_vmap(lambda m: jf.experiments.alignment_theory(data, m))(
         initial
     )
-    summary = jf.experiments.alignment_summary(ens, theory)
+    summary = jf.experiments.alignment_summary(ens, theory, data)
     summary["run"] = {
         "data": args.data,
         "n": data.n,

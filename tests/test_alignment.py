@@ -190,3 +190,42 @@ def test_in_cone_component_equals_full_value():
     parts = [float(event.component(0.0, net, flow, None, k)) for k in range(40)]
     np.testing.assert_array_equal(full, parts)
     assert set(full) == {-1.0, 1.0}  # both cases present at this size
+
+
+def test_sliding_neuron_counts_as_dead():
+    # Two positive points: a neuron with v_j < 0 active on x_2 alone is pushed onto the
+    # kink <w_j, x_2> = 0 and slides there (min-norm); it sits on the kink only to
+    # rounding, so the cone test must count that pair as inactive.
+    data = jf.datasets.two_points(0.1)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+    x2 = data.X[1]
+    edge = jnp.array([-x2[1], x2[0]])  # <edge, x_2> = 0, <edge, x_1> < 0
+    W = 1e-6 * (
+        edge[None, :] + jnp.array([0.3, 1e-9, 1e-13, -0.1])[:, None] * x2[None, :]
+    )
+    net = jf.models.TwoLayerReLU(2, 4, key=jax.random.key(0))
+    net = eqx.tree_at(lambda m: (m.W, m.v), net, (W, -jnp.ones(4) * 1e-6))
+    z = np.asarray(net.preactivations(data.X))
+    assert (z[0] < 0).all() and (z[1, :3] > 0).all()  # active on x_2, but the third
+    own = np.asarray(jf.events.in_own_cones(net, flow))  # only to rounding
+    np.testing.assert_array_equal(own, [False, False, True, True])
+
+    def init(k):
+        return jf.models.TwoLayerReLU(2, 20, scale=1e-6, key=k)
+
+    keys = jax.random.split(jax.random.key(11), 2)
+    ens = jf.solve_ensemble(
+        flow, init, keys, t1=60.0, ts=jnp.array([0.0, 60.0]), rtol=1e-8,
+        events=jf.experiments.alignment_events(1e-3), kinks="min-norm",
+    )  # fmt: skip
+    s = jf.experiments.alignment_summary(
+        ens, jf.experiments.alignment_theory(data), data
+    )
+    # Every seed reaches Theorem 1's event; its dead neurons (v_j < 0 here, all
+    # pushed to S_dead by two positive points) are left out of tau_max, so it is the
+    # last alignment time of the living neurons, after t1.
+    assert s["times"]["t1"]["reached"] == 2
+    assert s["times"]["tau_max"]["reached"] == 2
+    for row in s["seeds"]:
+        assert row["dead_at_end"] >= sum(np.asarray(ens.final.v[row["seed"]]) < 0)
+        assert row["tau_max"] > row["t1"]

@@ -5,13 +5,17 @@ $x_\pm = \sum_{y_i = \pm 1} x_i$ and the cones
 
 $$S_\pm = \{w : \langle w, x_i\rangle > 0 \text{ exactly for the } i \text{ with }
 y_i = \pm 1\}, \qquad S_{\rm dead} = \{w : \langle w, x_i\rangle \le 0 \ \forall i\}.$$
+
+A pair with $|\langle w, x_i\rangle| \le 10^{-10} \|w\| \|x_i\|$ counts as on the kink,
+so as inactive: a neuron sliding along the boundary of $S_{\rm dead}$ under
+`kinks="min-norm"` sits there only to rounding.
 """
 
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ..metrics._metrics import _cones, cone_flags, cos_own
+from ..metrics._metrics import _cones, cone_flags, cos_own, strictly_active
 from ._events import AbstractEvent, as_value
 
 
@@ -69,8 +73,11 @@ class InCone(AbstractEvent):
     def component(self, t, model, flow, reference, k) -> Float[Array, ""]:
         del t, reference
         data = flow.data
-        z = data.X @ model.W[k] + (0.0 if model.b is None else model.b[k])
-        plus, minus, dead = cone_flags(z > 0, data.y > 0)
+        b = None if model.b is None else model.b[k]
+        z = data.X @ model.W[k] + (0.0 if b is None else b)
+        plus, minus, dead = cone_flags(
+            strictly_active(z, data.X, model.W[k], b), data.y > 0
+        )
         return as_value(plus | minus | dead)
 
 

@@ -12,6 +12,7 @@ the loss then drops (at $t_2 = \Theta(\log(1/\varepsilon))$) and decays like $1/
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -19,6 +20,7 @@ from jaxtyping import Array, Float
 from .. import events as jf_events, metrics as jf_metrics
 from .._dataset import Dataset
 from .._results import _last_finite
+from ..metrics._metrics import _cones
 from ..models import TwoLayerReLU
 
 
@@ -201,7 +203,9 @@ def _quantiles(x) -> dict[str, float | int]:
     return out
 
 
-def alignment_summary(ens, theory: AlignmentTheory) -> dict:
+def alignment_summary(
+    ens, theory: AlignmentTheory, data: Dataset | None = None
+) -> dict:
     """What an alignment study found, per seed and over seeds, beside the theory; the
     content of `summary.json` written by `jaxflow align`.
 
@@ -212,6 +216,9 @@ def alignment_summary(ens, theory: AlignmentTheory) -> dict:
         `spectral_norm_sq`, `align_plus`, `align_minus`).
     - `theory`: `alignment_theory(data, initial models)`, the models stacked over the
         seeds (`eqx.filter_vmap`), or computed for the data alone.
+    - `data`: the `Dataset` solved on. With it, the neurons dead at the end (in
+        $S_{\rm dead}$, `ens.final`) are counted per seed and left out of `tau_max`:
+        a dead neuron never aligns. Without it, `tau_max` waits for every neuron.
 
     **Returns:** a dict with `theory` (per-seed arrays where they depend on the
     initialisation), `times` (quantiles over seeds of `t1`, `t2`, `norm_growth`, the
@@ -221,11 +228,18 @@ def alignment_summary(ens, theory: AlignmentTheory) -> dict:
     bound = np.broadcast_to(np.asarray(theory.t1_bound, float), (ens.num_seeds,))
     times = {k: np.asarray(v, float) for k, v in ens.event_times.items()}
     aligned = times.get("aligned")
-    tau_max = (
-        np.where(np.all(np.isfinite(aligned), axis=1), np.max(aligned, axis=1), np.nan)
-        if aligned is not None
-        else np.full(ens.num_seeds, np.nan)
-    )
+    dead = None
+    if data is not None:
+        dead = np.asarray(jax.vmap(lambda m: _cones(m, data)[2])(ens.final))
+    tau_max = np.full(ens.num_seeds, np.nan)
+    if aligned is not None:
+        counted = np.isfinite(aligned) | (False if dead is None else dead)
+        tau_max = np.where(
+            counted.all(axis=1),
+            np.max(np.where(np.isfinite(aligned), aligned, -np.inf), axis=1),
+            np.nan,
+        )
+        tau_max = np.where(np.isneginf(tau_max), np.nan, tau_max)
     t1 = times.get("t1", np.full(ens.num_seeds, np.nan))
     ratio = t1 / bound
     final = {}
@@ -250,6 +264,7 @@ def alignment_summary(ens, theory: AlignmentTheory) -> dict:
                 _floats(times["norm_growth"][s])[0] if "norm_growth" in times else None
             ),
             "tau_max": _floats(tau_max[s])[0],
+            "dead_at_end": None if dead is None else int(dead[s].sum()),
             "num_steps": int(ens.stats["num_steps"][s]),
             "num_rejected_steps": int(ens.stats["num_rejected_steps"][s]),
         }

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import _kinks
 from .._dataset import Dataset
 from ..models import TwoLayerReLU
 
@@ -136,8 +137,21 @@ def cone_flags(active, positive):
     return in_plus, in_minus, dead
 
 
+def strictly_active(z, X, w, b=None):
+    r"""Which preactivations $z = \langle w, x_i\rangle + b$ are active, counting
+    $|z| \le 10^{-10} \|(w, b)\| \|(x_i, 1)\|$ as on the kink, so inactive: the
+    tolerance to which `kinks="min-norm"` keeps a sliding pair on its kink. `z` is
+    `(n,)` for one neuron `w` `(d,)`, or `(n, width)` for `W` `(width, d)`."""
+    sq_x = jnp.sum(X**2, axis=1)
+    sq_w = jnp.sum(w**2, axis=-1)
+    if b is not None:
+        sq_x, sq_w = sq_x + 1.0, sq_w + b**2
+    scale = jnp.sqrt(sq_x)[:, None] * jnp.atleast_1d(jnp.sqrt(sq_w))[None, :]
+    return z > _kinks.RELEASE * scale.reshape(z.shape)
+
+
 def _cones(model: TwoLayerReLU, data: Dataset):
-    active = model.preactivations(data.X) > 0  # (n, width)
+    active = strictly_active(model.preactivations(data.X), data.X, model.W, model.b)
     return cone_flags(active, (data.y > 0)[:, None])
 
 
