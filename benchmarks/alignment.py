@@ -77,7 +77,7 @@ def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol):
     for n in ns:
         for mu in mus:
             dkey, key = jax.random.split(jax.random.key(n * 1000 + int(mu * 100)))
-            data = jf.datasets.separable(dkey, n, d, mu)
+            data = jf.datasets.separable(dkey, n, d, mu, exact=True)
             start = time.perf_counter()
             ens = _solve(
                 data, width, scale, seeds, jf.events.AllInCones(terminal=True),
@@ -241,7 +241,11 @@ def _toy_figure(rows):
         X, y = np.asarray(r["data"].X), np.asarray(r["data"].y)
         for x_i, y_i in zip(X, y):
             deg = np.rad2deg(np.arctan2(x_i[1], x_i[0]))
-            ax.axhline(deg, color="C0" if y_i > 0 else "C3", lw=0.6, ls=":")
+            for turn in (-360, 0, 360):  # the neurons' angles are unwrapped
+                if r["angle"].min() - 10 < deg + turn < r["angle"].max() + 10:
+                    ax.axhline(
+                        deg + turn, color="C0" if y_i > 0 else "C3", lw=0.6, ls=":"
+                    )
         for j in range(r["angle"].shape[1]):
             ax.plot(
                 ts[1:], r["angle"][1:, j], lw=0.8, color="C0" if r["v"][j] > 0 else "C3"

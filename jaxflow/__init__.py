@@ -30,6 +30,16 @@ from ._results import Ensemble as Ensemble
 from ._rundir import load_ensemble as load_ensemble
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
+from ._stationary import (
+    Escape as Escape,
+    Polished as Polished,
+    Verdict as Verdict,
+    best_new_neuron as best_new_neuron,
+    classify as classify,
+    hessian_eigenvalues as hessian_eigenvalues,
+    polish as polish,
+    restricted_loss as restricted_loss,
+)
 
 
 try:

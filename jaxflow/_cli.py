@@ -18,6 +18,8 @@ _EXAMPLES = """examples:
   jaxflow align --data toy --toy two-points --c 0.001 --seeds 16 --out runs/toy
   jaxflow align --data separable --n 256 --mu 0.3 --seeds 64 --out runs/align
   jaxflow align --data mnist --gd-lr 2e-3 --out runs/mnist01
+  jaxflow spurious --scale 1e-3 --width 200 --seeds 8 --out runs/bf   # saddle
+  jaxflow spurious --data knots --width 100 --scale 1e-3 --out runs/knots
 """
 
 
@@ -101,8 +103,8 @@ def _align(args) -> int:
     dkey, key = jax.random.split(jax.random.key(args.seed))
     if args.data == "mnist":
         data = jf.datasets.mnist(digits=tuple(args.digits), n=args.n, root=args.root)
-    elif args.data == "separable":
-        data = jf.datasets.separable(dkey, args.n, args.d, args.mu)
+    elif args.data == "separable":  # separation exactly mu
+        data = jf.datasets.separable(dkey, args.n, args.d, args.mu, exact=True)
     elif args.toy == "two-points":
         data = jf.datasets.two_points(args.c)
     elif args.toy == "orthogonal":
@@ -206,6 +208,92 @@ def _align(args) -> int:
     )
     times = _plots.plot_times(summary, out / "times.png")
     print(_align_report(summary, [figure, times]))
+    return 0 if bool(ens.succeeded.all()) else 1
+
+
+def _spurious(args) -> int:
+    import json
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxflow as jf
+
+    dkey, key = jax.random.split(jax.random.key(args.seed))
+    which = {"three-points": "three_points", "knots": "knots"}[args.data]
+    data = jf.datasets.boursier_flammarion(which, key=dkey, n=args.n)
+    flow = jf.GradientFlow(jf.losses.square, data)
+    width, scale = args.width, args.scale
+
+    def init(k):
+        return jf.models.TwoLayerReLU(
+            1, width, scale=scale, bias=True, fan="width", key=k
+        )
+
+    start = time.perf_counter()
+    ens = jf.solve_ensemble(
+        flow,
+        init,
+        jax.random.split(key, args.seeds),
+        t1=args.t1,
+        ts=jnp.geomspace(1e-2, args.t1, args.times),
+        rtol=args.rtol,
+        events={"stationary": jf.events.SteadyState(args.steady_state)},
+        metrics={"loss": jf.metrics.loss, "grad_norm": jf.metrics.grad_norm},
+        batch_size=args.batch_size,
+        segments=args.segments,
+        checkpoint_dir=args.out,
+        progress=not args.quiet,
+        kinks="auto",
+    )
+    flow_s = time.perf_counter() - start
+    # One hidden ReLU layer with bias interpolates n distinct 1-D points once it has
+    # n neurons: the global minimum is then 0.
+    min_loss = 0.0 if width >= data.n else None
+    start = time.perf_counter()
+    verdicts = jf.experiments.classify_ensemble(
+        flow, ens, min_loss=min_loss, escape_time=args.escape_time
+    )
+    summary = jf.experiments.spurious_summary(ens, verdicts, data, min_loss)
+    summary["run"] = {
+        "data": args.data, "n": data.n, "width": width, "scale": scale,
+        "init": "balanced, (w_j, b_j) ~ N(0, scale^2/width I), a_j = +-|(w_j, b_j)|",
+        "loss": "mean square", "t1": args.t1, "steady_state": args.steady_state,
+        "flow_s": flow_s, "classify_s": time.perf_counter() - start,
+    }  # fmt: skip
+    out = Path(args.out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    figure = jf.experiments.plot_spurious(
+        data, ens, verdicts, out / "spurious.png",
+        title=f"{args.data}, width {width}, scale {scale:g}",
+    )  # fmt: skip
+    ls = summary["least_squares"]
+    lines = [
+        f"jaxflow spurious: {args.data} (n={data.n}), width {width}, balanced init "
+        f"scale {scale:g}, mean square loss, {args.seeds} seed(s); flow "
+        f"{flow_s:.1f} s, classification {summary['run']['classify_s']:.1f} s",
+        f"least squares beta={np.round(ls['beta'], 6).tolist()}  MSE={ls['mse']:.6f}",
+        "ended at     "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(summary["counts"].items()))
+        + f"; spurious {summary['spurious']}/{summary['of']}, at the least-squares "
+        f"loss {summary['at_least_squares']}/{summary['of']}",
+    ]
+    for row in summary["seeds"][: args.show]:
+        v = row["verdict"]
+        text = row["status"] if v is None else f"{v['kind']}: {v['evidence']}"
+        lines.append(
+            f"seed {row['seed']:<7} loss {v['loss'] if v else float('nan'):.6g}  {text}"
+        )
+    acc = summary["accuracy"]
+    lines.append(
+        f"accuracy     rtol {acc['rtol']:g}, statuses {acc['statuses']}, steps "
+        f"accepted (max) {acc['steps_accepted_max']}, rejected (max) "
+        f"{acc['steps_rejected_max']}, largest polished gradient norm "
+        f"{acc['max_grad_norm_polished']:.2g}"
+    )
+    lines.append(f"figure       {figure}")
+    print("\n".join(lines))
     return 0 if bool(ens.succeeded.all()) else 1
 
 
@@ -499,6 +587,41 @@ def main(argv: list[str] | None = None) -> int:
     align.add_argument("--out", required=True, help="the run directory")
     align.add_argument("--quiet", action="store_true", help="no progress bar")
     align.set_defaults(run=_align)
+
+    spur = commands.add_parser(
+        "spurious",
+        help="where the flow ends (Boursier and Flammarion 2024): per seed, the "
+        "stationary point polished, classified (global minimum, local minimum, "
+        "saddle) with its evidence and escape direction",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    spur.add_argument(
+        "--data", choices=("three-points", "knots"), default="three-points",
+        help="the paper's three points (default) or the 40-point knots data",
+    )  # fmt: skip
+    spur.add_argument("--n", type=int, default=40, help="points, knots data (40)")
+    spur.add_argument("--width", type=int, default=200, help="hidden neurons (200)")
+    spur.add_argument("--scale", type=float, default=1e-3, help="init scale λ (1e-3)")
+    spur.add_argument("--seeds", type=int, default=8, help="number of seeds (8)")
+    spur.add_argument("--seed", type=int, default=0, help="master seed (0)")
+    spur.add_argument("--t1", type=float, default=1e4, help="final time (1e4)")
+    spur.add_argument("--rtol", type=float, default=1e-9, help="tolerance (1e-9)")
+    spur.add_argument(
+        "--steady-state", type=float, default=1e-7, metavar="RTOL",
+        help="a seed stops once its gradient norm is RTOL times the initial (1e-7)",
+    )  # fmt: skip
+    spur.add_argument(
+        "--escape-time", type=float, default=100.0,
+        help="how long the escape test re-solves (100)",
+    )  # fmt: skip
+    spur.add_argument("--times", type=int, default=100, help="saved times, log-spaced")
+    spur.add_argument("--segments", type=int, default=8, help="segments (8)")
+    spur.add_argument("--batch-size", type=int, default=256, help="seeds per chunk")
+    spur.add_argument("--show", type=int, default=4, help="seeds to print (4)")
+    spur.add_argument("--out", required=True, help="the run directory")
+    spur.add_argument("--quiet", action="store_true", help="no progress bar")
+    spur.set_defaults(run=_spurious)
 
     show = commands.add_parser(
         "show",

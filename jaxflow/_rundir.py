@@ -8,9 +8,11 @@
 """
 
 import hashlib
+import inspect
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +29,11 @@ TABLE = "seeds.csv"
 CONFIG = "config.json"
 
 
+def _stable_repr(x) -> str:
+    """`repr`, with the memory addresses of functions nested in it removed."""
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(x))
+
+
 def fingerprint(*parts) -> str:
     """A hash of what determines a run: its initial states, data, tolerances, segments,
     chunking and (by their repr) solver, controller, events and metrics."""
@@ -37,8 +44,11 @@ def fingerprint(*parts) -> str:
                 leaf = np.ascontiguousarray(leaf)
                 digest.update(f"{leaf.dtype}{leaf.shape}".encode())
                 digest.update(leaf.tobytes())
+            elif inspect.isfunction(leaf) or inspect.isbuiltin(leaf):
+                # By name: a function's repr holds its address, new in every process.
+                digest.update(f"{leaf.__module__}.{leaf.__qualname__}".encode())
             else:
-                digest.update(repr(leaf).encode())
+                digest.update(_stable_repr(leaf).encode())
         digest.update(b"|")
     return digest.hexdigest()
 

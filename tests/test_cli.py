@@ -62,3 +62,26 @@ def test_align_writes_summary_and_figures(tmp_path, capsys):
             assert np.isclose(seed["t1_over_bound"], seed["t1"] / seed["t1_bound"])
     for name in ("alignment.png", "times.png", "ensemble.nc", "seeds.csv"):
         assert (out / name).stat().st_size > 0
+
+
+def test_spurious_writes_verdicts_and_figure(tmp_path, capsys):
+    import json
+
+    from jaxflow._cli import main
+
+    out = tmp_path / "bf"
+    code = main(
+        ["spurious", "--width", "10", "--seeds", "2", "--t1", "2000", "--escape-time",
+         "50", "--quiet", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "least squares beta=[-0.061538, 0.64359]  MSE=0.175043" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["of"] == 2 and summary["spurious"] == 2
+    for row in summary["seeds"]:
+        v = row["verdict"]
+        assert v["kind"] == "saddle" and v["escape"]["loss_decrease"] > 0
+        assert v["polish"]["grad_norm_after"] < 1e-12
+    assert (out / "spurious.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "ensemble.nc").is_file() and (out / "seeds.csv").is_file()

@@ -69,6 +69,17 @@ def test_separable_reaches_requested_separation(mu):
         assert norms.min() >= 0.5 - 1e-12 and norms.max() <= 2.0 + 1e-12
 
 
+@pytest.mark.parametrize("n, d", [(2, 2), (16, 20), (300, 5)])
+def test_separable_exact_separation(n, d):
+    for mu in (0.05, 0.5, 0.9):
+        data = jf.datasets.separable(jax.random.key(n), n, d, mu, exact=True)
+        assert float(data.separation()) == pytest.approx(mu, abs=1e-12)
+        assert set(np.unique(data.y)) == {-1.0, 1.0}
+    # Without `exact`, few points in many dimensions stay well inside the cap.
+    loose = jf.datasets.separable(jax.random.key(16), 16, 20, 0.05)
+    assert float(loose.separation()) > 0.2
+
+
 def test_separable_rejects_bad_arguments():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"`mu` must be in \(0, 1\), got 1.5"):

@@ -306,3 +306,29 @@ def test_bad_arguments_name_the_value(tmp_path):
         jf.solve_ensemble(FLOW, init, KEYS[2:4], **kw)
     with pytest.raises(FileNotFoundError, match="no ensemble.nc"):
         jf.load_ensemble(Path(tmp_path) / "nothing")
+
+
+FINGERPRINT = """
+import sys
+ballast = [object() for _ in range(int(sys.argv[1]))]  # moves the heap
+import jaxflow as jf
+from jaxflow._rundir import fingerprint
+metrics = {"loss": jf.metrics.loss, "events": jf.experiments.alignment_events()}
+print(fingerprint(metrics, jf.experiments.alignment_metrics))
+"""
+
+
+def test_fingerprint_is_the_same_in_every_process():
+    # A run directory is resumed only if the fingerprint matches; metrics given as
+    # functions used to enter it by repr, which holds a fresh address per process.
+    prints = [
+        subprocess.run(
+            [sys.executable, "-c", FINGERPRINT, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        ).stdout  # fmt: skip
+        for n in (0, 200_000)
+    ]
+    assert prints[0] == prints[1] and len(prints[0].strip()) == 64

@@ -38,3 +38,11 @@ def test_alignment_notebook(tmp_path, monkeypatch):
     # The reduced study still shows what the notebook is about: neurons align.
     assert ns["flow_m"]["align_plus"][-1] > 0.9
     assert ns["slope"] == ns["slope"]  # a number came out of the fit (not nan)
+
+
+def test_spurious_notebook(tmp_path, monkeypatch):
+    ns = _run("spurious.ipynb", tmp_path, monkeypatch)
+    # Small init: every seed ends at the least-squares loss, a saddle.
+    assert all(v.kind == "saddle" for v in ns["verdicts"])
+    assert all(abs(v.loss - ns["mse"]) < 1e-6 for v in ns["verdicts"])
+    assert (tmp_path / "spurious.png").stat().st_size > 10_000

@@ -8,3 +8,9 @@ from ._alignment import (
     alignment_theory as alignment_theory,
 )
 from ._plots import plot_alignment as plot_alignment, plot_times as plot_times
+from ._spurious import (
+    classify_ensemble as classify_ensemble,
+    least_squares as least_squares,
+    plot_spurious as plot_spurious,
+    spurious_summary as spurious_summary,
+)

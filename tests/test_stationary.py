@@ -1,0 +1,124 @@
+"""Stationary points: polishing, and classification of planted cases (a global
+minimum, a strict saddle, a strict local minimum, Boursier-Flammarion's spurious point)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxflow as jf
+
+
+class Product(eqx.Module):
+    """f(x) = a w x: the smallest deep linear net; (0, 0) is a strict saddle of the
+    square loss on (x, y) = (1, 1)."""
+
+    a: jax.Array
+    w: jax.Array
+
+    def __call__(self, x):
+        return self.a * self.w * x[:, 0]
+
+
+class Scalar(eqx.Module):
+    theta: jax.Array
+
+
+def _tilted_double_well(model, data):
+    # Critical points: theta^3 - theta + 1/4 = 0, at -1.107 (global minimum), 0.270
+    # (a maximum) and 0.838 (a strict local minimum).
+    t = model.theta
+    return t**4 / 4 - t**2 / 2 + t / 4
+
+
+def test_global_minimum_of_an_interpolating_net():
+    data = jf.datasets.boursier_flammarion()
+    flow = jf.GradientFlow(jf.losses.square, data)
+    net = jf.models.TwoLayerReLU(1, 3, bias=True, key=jax.random.key(0))
+    W = jnp.array([[0.0], [1.0], [-1.0]])
+    b = jnp.array([1.0, 0.8, -0.6])  # features: 1, x + 0.8, relu(-x - 0.6)
+    Phi = jax.nn.relu(data.X @ W.T + b[None, :])
+    v = jnp.linalg.solve(Phi, data.y)
+    net = eqx.tree_at(lambda m: (m.W, m.b, m.v), net, (W, b, v))
+    verdict = jf.classify(flow, net, min_loss=0.0)
+    assert verdict.kind == "global minimum"
+    assert verdict.loss < 1e-20 and verdict.grad_norm < 1e-10
+    # Without the known minimum value, the same point is a minimum with no escape.
+    assert jf.classify(flow, net).kind == "local minimum"
+
+
+def test_strict_saddle_of_a_smooth_net():
+    flow = jf.GradientFlow(jf.losses.square, jf.Dataset(jnp.ones((1, 1)), jnp.ones(1)))
+    point = Product(jnp.array(0.0), jnp.array(0.0))
+    verdict = jf.classify(flow, point, min_loss=0.0, escape_time=10.0)
+    assert verdict.kind == "saddle"
+    # L = (a w - 1)^2: Hessian [[0, -2], [-2, 0]] at the origin.
+    np.testing.assert_allclose(verdict.eigenvalues, [-2.0, 2.0], atol=1e-12)
+    e = verdict.escape
+    assert e.kind == "negative curvature" and e.rate == pytest.approx(2.0)
+    assert abs(float(e.direction.a)) == pytest.approx(2**-0.5)
+    assert float(e.direction.a) * float(e.direction.w) > 0  # along a = w
+    assert e.loss_decrease > 0.9  # the re-solve goes to the minimum, loss 0
+
+
+def test_strict_local_minimum_and_global_minimum():
+    flow = jf.GradientFlow(_tilted_double_well, None)
+    roots = np.roots([1.0, 0.0, -1.0, 0.25])
+    global_value = float(_tilted_double_well(Scalar(jnp.array(roots.min())), None))
+    for start, kind, where in (
+        (1.5, "local minimum", roots.max()),
+        (-2.0, "global minimum", roots.min()),
+    ):
+        sol = jf.solve(flow, Scalar(jnp.array(start)), t1=50.0, rtol=1e-10)
+        verdict = jf.classify(flow, sol.final, min_loss=global_value)
+        assert verdict.kind == kind
+        assert float(verdict.polished.model.theta) == pytest.approx(where, abs=1e-12)
+        assert verdict.eigenvalues[0] > 0.5  # L'' = 3 theta^2 - 1
+        # Polishing removed what the flow left: its end was 1e-6 away or closer.
+        assert verdict.grad_norm < 1e-13 < verdict.polished.grad_norm_before
+    # The maximum between the wells has negative curvature: not a minimum.
+    middle = Scalar(jnp.array(float(np.sort(roots)[1])))
+    assert jf.classify(flow, middle, min_loss=global_value).kind == "saddle"
+
+
+def test_not_stationary():
+    flow = jf.GradientFlow(_tilted_double_well, None)
+    verdict = jf.classify(flow, Scalar(jnp.array(0.0)), polish_first=False)
+    assert verdict.kind == "not stationary" and verdict.grad_norm == 0.25
+
+
+def test_classify_rejects_bad_arguments():
+    flow = jf.GradientFlow(_tilted_double_well, None)
+    with pytest.raises(ValueError, match="`gtol` must be a positive number, got -1"):
+        jf.classify(flow, Scalar(jnp.array(0.0)), gtol=-1)
+
+
+def test_boursier_flammarion_spurious_saddle():
+    data = jf.datasets.boursier_flammarion()
+    flow = jf.GradientFlow(jf.losses.square, data)
+    net = jf.models.TwoLayerReLU(
+        1, 20, scale=1e-3, bias=True, fan="width", key=jax.random.key(0)
+    )
+    sol = jf.solve(flow, net, t1=5000.0, ts=jnp.array([5000.0]), rtol=1e-9)
+    verdict = jf.classify(flow, sol.final, min_loss=0.0)
+    assert verdict.kind == "saddle"
+    assert verdict.loss == pytest.approx(0.175043, abs=5e-7)
+    # On the data the net is the least-squares line: beta = (-0.061538, 0.643590).
+    fit = np.asarray(verdict.polished.model(data.X))
+    line = -0.061538 * np.asarray(data.X[:, 0]) + 0.643590
+    np.testing.assert_allclose(fit, line, atol=2e-6)
+    assert verdict.polished.grad_norm_after < 1e-14 < verdict.polished.grad_norm_before
+    assert verdict.polished.pattern_kept
+    # No negative curvature on the pattern: the escape is a new neuron in a cone no
+    # living neuron occupies, active on one point, and the re-solve lowers the loss.
+    assert verdict.eigenvalues[0] > -1e-10
+    e = verdict.escape
+    assert e.kind == "empty cone" and len(e.active) == 1
+    assert e.loss_decrease > 1e-3
+    living = np.abs(np.asarray(verdict.polished.model.v)) > 1e-2
+    active = np.asarray(verdict.polished.model.preactivations(data.X) > 0)
+    assert not any(
+        (active[:, j] == np.isin(np.arange(3), e.active)).all()
+        for j in np.flatnonzero(living)
+    )
