@@ -259,7 +259,8 @@ def hessian_eigenvalues(
 
     Exact (`jax.hessian`, `eigh`) up to `exact_max` parameters; above that, the Lanczos
     method on Hessian-vector products (`min(3k + 20, size)` steps with full
-    reorthogonalisation, started from a random vector from `key`).
+    reorthogonalisation, started from a random vector from `key`): the lowest is
+    accurate, and a repeated eigenvalue appears once.
     """
     active = _pattern(flow, model)
     x0, rebuild = _flat(model)

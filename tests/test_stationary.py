@@ -3,6 +3,7 @@ minimum, a strict saddle, a strict local minimum, Boursier-Flammarion's spurious
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -122,3 +123,25 @@ def test_boursier_flammarion_spurious_saddle():
         (active[:, j] == np.isin(np.arange(3), e.active)).all()
         for j in np.flatnonzero(living)
     )
+
+
+def test_lanczos_matches_the_exact_hessian():
+    data = jf.datasets.boursier_flammarion()
+    flow = jf.GradientFlow(jf.losses.square, data)
+    net = jf.models.TwoLayerReLU(1, 30, scale=1.0, bias=True, key=jax.random.key(3))
+    exact, _ = jf.hessian_eigenvalues(flow, net, k=3)
+    lanczos, vector = jf.hessian_eigenvalues(flow, net, k=3, exact_max=0)
+    assert exact[0] < -1e-3  # a generic point: some negative curvature
+    np.testing.assert_allclose(lanczos[0], exact[0], rtol=1e-8)
+    # The lowest eigenvalue is repeated here; the vector is one of its eigenvectors.
+    x0, unravel = jax.flatten_util.ravel_pytree(eqx.filter(net, eqx.is_inexact_array))
+    active = net.preactivations(data.X) > 0
+
+    def loss(x):
+        params = eqx.combine(
+            unravel(x), eqx.filter(net, eqx.is_inexact_array, inverse=True)
+        )
+        return jf.restricted_loss(flow, params, active)
+
+    Hv = jax.jvp(jax.grad(loss), (x0,), (jnp.asarray(vector),))[1]
+    np.testing.assert_allclose(Hv, exact[0] * vector, atol=1e-7)

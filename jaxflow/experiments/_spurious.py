@@ -108,7 +108,8 @@ def plot_spurious(
     for i, x in enumerate(X):  # w x + b = 0: the direction (1, -x) and its opposite
         for angle in (np.arctan2(-x, 1.0), np.arctan2(x, -1.0)):
             ax.plot([angle, angle], [0, top], "k--", lw=0.7)
-        ax.text(np.arctan2(-x, 1.0), top, f"x{i + 1}", fontsize=8)
+        if len(X) <= 10:
+            ax.text(np.arctan2(-x, 1.0), top, f"x{i + 1}", fontsize=8)
     if (
         verdict is not None
         and verdict.escape is not None
@@ -121,6 +122,7 @@ def plot_spurious(
         )  # fmt: skip
         ax.plot([], [], color="C2", label="escape: new neuron")
         ax.legend(fontsize=7, loc="lower left")
+    ax.set_rlabel_position(270)
     ax.set_title("neurons (w_j, b_j): blue a_j>0, red a_j<0", fontsize=9)
     ax = fig.add_subplot(1, 3, 2)
     grid = np.linspace(X.min() - 0.5, X.max() + 0.5, 400)
