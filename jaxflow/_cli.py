@@ -439,6 +439,15 @@ def _plot_demo(ts, m, net, path: Path) -> Path:
     return path
 
 
+def _run_options(parser) -> None:
+    """The options of every command that writes a run directory."""
+    parser.add_argument("--seed", type=int, default=0, help="master seed (0)")
+    parser.add_argument("--segments", type=int, default=8, help="segments (8)")
+    parser.add_argument("--batch-size", type=int, default=256, help="seeds per chunk")
+    parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jaxflow",
@@ -498,12 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("--fan", choices=("in", "width", "none"), default=None)
     ens.add_argument("--bias", action="store_true", help="hidden-layer bias")
     ens.add_argument("--seeds", type=int, default=64, help="number of seeds (64)")
-    ens.add_argument("--seed", type=int, default=0, help="master seed (0)")
     ens.add_argument("--t1", type=float, default=1e3, help="final time (1e3)")
     ens.add_argument("--rtol", type=float, default=1e-8, help="tolerance (1e-8)")
     ens.add_argument("--times", type=int, default=100, help="saved times, log-spaced")
-    ens.add_argument("--segments", type=int, default=8, help="segments (8)")
-    ens.add_argument("--batch-size", type=int, default=256, help="seeds per chunk")
     ens.add_argument(
         "--steady-state",
         type=float,
@@ -515,8 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "--loss-below", type=float, default=None, help="stop a seed at this loss"
     )
     ens.add_argument("--kinks", choices=("auto", "min-norm", "plain"), default="auto")
-    ens.add_argument("--out", required=True, help="the run directory")
-    ens.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(ens)
     ens.set_defaults(run=_ensemble)
 
     align = commands.add_parser(
@@ -557,7 +562,6 @@ def main(argv: list[str] | None = None) -> int:
         help="init (MNIST: gaussian, as the paper; else balanced)",
     )
     align.add_argument("--seeds", type=int, default=1, help="number of seeds (1)")
-    align.add_argument("--seed", type=int, default=0, help="master seed (0)")
     align.add_argument(
         "--t1", type=float, default=None, help="final time (MNIST 30, else 50)"
     )
@@ -582,10 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also run gradient descent at this step from seed 0's init, overlaid",
     )
-    align.add_argument("--segments", type=int, default=8, help="segments (8)")
-    align.add_argument("--batch-size", type=int, default=256, help="seeds per chunk")
-    align.add_argument("--out", required=True, help="the run directory")
-    align.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(align)
     align.set_defaults(run=_align)
 
     spur = commands.add_parser(
@@ -604,7 +605,6 @@ def main(argv: list[str] | None = None) -> int:
     spur.add_argument("--width", type=int, default=200, help="hidden neurons (200)")
     spur.add_argument("--scale", type=float, default=1e-3, help="init scale λ (1e-3)")
     spur.add_argument("--seeds", type=int, default=8, help="number of seeds (8)")
-    spur.add_argument("--seed", type=int, default=0, help="master seed (0)")
     spur.add_argument("--t1", type=float, default=1e4, help="final time (1e4)")
     spur.add_argument("--rtol", type=float, default=1e-9, help="tolerance (1e-9)")
     spur.add_argument(
@@ -616,11 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         help="how long the escape test re-solves (100)",
     )  # fmt: skip
     spur.add_argument("--times", type=int, default=100, help="saved times, log-spaced")
-    spur.add_argument("--segments", type=int, default=8, help="segments (8)")
-    spur.add_argument("--batch-size", type=int, default=256, help="seeds per chunk")
     spur.add_argument("--show", type=int, default=4, help="seeds to print (4)")
-    spur.add_argument("--out", required=True, help="the run directory")
-    spur.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(spur)
     spur.set_defaults(run=_spurious)
 
     show = commands.add_parser(
