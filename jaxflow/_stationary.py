@@ -200,6 +200,13 @@ def polish(
     over-parameterised net is singular along its symmetries, and the SVD's
     least-norm step does not move along them).
 
+    A living neuron sitting on the kink of a point (within $10^{-10}$ relative),
+    as a sliding flow leaves it, is held there: each such pair is a constraint
+    $\langle u_j, \tilde x_i\rangle = 0$ with a Lagrange multiplier (Newton on the
+    Lagrangian's gradient and the constraints), since neither side's gradient
+    vanishes at such a point. Neurons active on no point are not moved. The
+    certificate is the min-norm gradient norm at the result (`grad_norm_after`).
+
     **Arguments:**
 
     - `flow`: the `jaxflow.GradientFlow`.
@@ -215,13 +222,42 @@ def polish(
     model = _on_device(model)
     active = _pattern(flow, model)
     x0, rebuild = _flat(model)
+    points = neurons = np.zeros(0, int)
+    if active is not None:
+        # Living neurons' pairs on a kink: constraints z_ij = 0, with multipliers.
+        X = _inputs(flow, model)
+        U = np.asarray(_kinks.neurons(model))
+        scale = np.linalg.norm(X, axis=1)[:, None] * np.linalg.norm(U, axis=1)[None, :]
+        on_kink = np.abs(X @ U.T) <= _kinks.RELEASE * scale
+        alive = np.asarray(jnp.any(active, axis=0))
+        points, neurons = np.nonzero(on_kink & alive[None, :])
+    inputs = None if active is None else jnp.asarray(_inputs(flow, model))
+
+    def kinks(x):
+        U = _kinks.neurons(rebuild(x))
+        return jnp.sum(inputs[points] * U[neurons], axis=1)
+
+    def lagrangian_gradient(y, _):
+        x, lam = y
+        gx = jax.grad(
+            lambda x: restricted_loss(flow, rebuild(x), active) + lam @ kinks(x)
+        )(x)
+        return gx, kinks(x)
 
     def gradient(x, _):
         return jax.grad(lambda y: restricted_loss(flow, rebuild(y), active))(x)
 
     solver = optx.Newton(rtol=rtol, atol=rtol, linear_solver=lx.SVD())
-    sol = optx.root_find(gradient, solver, x0, max_steps=max_steps, throw=False)
-    x = jnp.where(jnp.all(jnp.isfinite(sol.value)), sol.value, x0)
+    if points.size:
+        y0 = (x0, jnp.zeros(points.size))
+        sol = optx.root_find(
+            lagrangian_gradient, solver, y0, max_steps=max_steps, throw=False
+        )
+        x = sol.value[0]
+    else:
+        sol = optx.root_find(gradient, solver, x0, max_steps=max_steps, throw=False)
+        x = sol.value
+    x = jnp.where(jnp.all(jnp.isfinite(x)), x, x0)
     if active is not None:
         # Neurons active on no point have no gradient on the pattern: put back the
         # rounding the SVD step leaves there (it could move a neuron sitting on a

@@ -145,3 +145,28 @@ def test_lanczos_matches_the_exact_hessian():
 
     Hv = jax.jvp(jax.grad(loss), (x0,), (jnp.asarray(vector),))[1]
     np.testing.assert_allclose(Hv, exact[0] * vector, atol=1e-7)
+
+
+def test_polish_holds_a_living_neuron_on_its_kink():
+    # lambda = 1: the flow stops (gradient 1.5e-7) with a living neuron sliding on the
+    # kink of x_3. Newton on the pattern alone cannot converge there (neither side's
+    # gradient vanishes); with the pair held on its kink by a multiplier it does.
+    data = jf.datasets.boursier_flammarion()
+    flow = jf.GradientFlow(jf.losses.square, data)
+    key = jax.random.split(jax.random.key(10 * 7919), 8)[1]
+    net = jf.models.TwoLayerReLU(1, 10, scale=1.0, bias=True, fan="width", key=key)
+    sol = jf.solve(
+        flow, net, t1=1e4, ts=jnp.array([1e4]), rtol=1e-9,
+        events={"stationary": jf.events.SteadyState(1e-7)},
+    )  # fmt: skip
+    end = sol.final
+    U = np.concatenate([np.asarray(end.W), np.asarray(end.b)[:, None]], axis=1)
+    X = np.concatenate([np.asarray(data.X), np.ones((3, 1))], axis=1)
+    z = X @ U.T / np.outer(np.linalg.norm(X, axis=1), np.linalg.norm(U, axis=1))
+    alive = (z > 1e-10).any(axis=0)
+    assert ((np.abs(z) < 1e-10) & alive[None, :]).any()
+    verdict = jf.classify(flow, end, min_loss=0.0)
+    p = verdict.polished
+    assert p.pattern_kept and p.grad_norm_before > 1e-8 and p.grad_norm_after < 1e-14
+    assert verdict.kind == "saddle"
+    assert verdict.loss == pytest.approx(0.175043, abs=5e-7)
