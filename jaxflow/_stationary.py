@@ -364,12 +364,14 @@ def best_new_neuron(
         U = np.stack([np.cos(angle), np.sin(angle)], axis=1)
     else:
         key = jax.random.key(0) if key is None else key
-        U = np.asarray(jax.random.normal(key, (samples, dim)), dtype=float)
+        U = np.array(jax.random.normal(key, (samples, dim)), dtype=float)
         U /= np.linalg.norm(U, axis=1, keepdims=True)
     P = U @ X.T > 0
     g = (P * r[None, :]) @ X  # g_P per sample
-    norm = np.linalg.norm(g, axis=1, keepdims=True)
-    refined = np.concatenate([g, -g]) / np.where(norm > 0, norm, 1.0).repeat(2, 0)
+    nonzero = np.linalg.norm(g, axis=1) > 0
+    g, P = g[nonzero], P[nonzero]
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    refined = np.concatenate([g, -g])
     keeps = (refined @ X.T > 0) == np.concatenate([P, P])
     U = np.concatenate([U, refined[keeps.all(axis=1)]])
     G = np.maximum(U @ X.T, 0.0) @ r

@@ -170,3 +170,22 @@ def test_polish_holds_a_living_neuron_on_its_kink():
     assert p.pattern_kept and p.grad_norm_before > 1e-8 and p.grad_norm_after < 1e-14
     assert verdict.kind == "saddle"
     assert verdict.loss == pytest.approx(0.175043, abs=5e-7)
+
+
+def test_best_new_neuron_beats_a_dense_search():
+    # G(u) = sum_i r_i relu(<u, (x_i, 1)>) over unit u in R^3: the cone-by-cone
+    # maximiser must be at least as good as 200,000 random directions.
+    dkey, mkey, skey = jax.random.split(jax.random.key(4), 3)
+    data = jf.Dataset(jax.random.normal(dkey, (7, 2)), jnp.linspace(-1.0, 1.0, 7))
+    flow = jf.GradientFlow(jf.losses.square, data)
+    net = jf.models.TwoLayerReLU(2, 5, scale=0.5, bias=True, key=mkey)
+    u, G, active = jf.best_new_neuron(flow, net)
+    assert np.linalg.norm(u) == pytest.approx(1.0)
+    X = np.concatenate([np.asarray(data.X), np.ones((7, 1))], axis=1)
+    r = 2.0 * (np.asarray(net(data.X)) - np.asarray(data.y)) / 7  # dL/df, mean square
+    assert G == pytest.approx(np.maximum(X @ u, 0) @ r)
+    np.testing.assert_array_equal(active, X @ u > 0)
+    U = np.array(jax.random.normal(skey, (200_000, 3)))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    dense = np.abs(np.maximum(U @ X.T, 0) @ r).max()
+    assert abs(G) >= dense - 1e-12  # and |G| is attained at the unit vector u
