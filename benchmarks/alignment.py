@@ -14,7 +14,7 @@ seed leaves its batch when it is done. The toys (two points at angle c = 0.1 and
 the orthogonal pair, circle clusters) run to a fixed horizon with every alignment event
 recorded, and their figure shows each neuron's angle over time and the two-phase
 diagnostic. Figures are written beside this script (`alignment_t1_ecdf.png`,
-`alignment_fits.png`, `alignment_toys.png`).
+`alignment_fits.png`, `alignment_t2_eps.png`, `alignment_toys.png`).
 """
 
 import argparse
@@ -291,21 +291,27 @@ def _figures(nmu, eps):
         ax.legend(fontsize=7)
         fig.savefig(HERE / "alignment_t1_ecdf.png", dpi=100)
         plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    for ax, result, xl, yl in (
-        (axes[0], nmu, "log n / sqrt(mu)", "median t1"),
-        (axes[1], eps, "log(1/eps)", "median t2"),
-    ):
-        if result is None:
-            continue
-        rows, (a, b, r2) = result
-        x = np.array([r["x"] for r in rows])
-        ax.plot(x, [r["median"] for r in rows], "o")
-        grid = np.linspace(x.min(), x.max(), 50)
-        ax.plot(grid, a * grid + b, "k--", label=f"slope {a:.3g}, R² {r2:.3f}")
-        ax.set(xlabel=xl, ylabel=yl)
-        ax.legend()
-    fig.savefig(HERE / "alignment_fits.png", dpi=100)
+    if nmu is not None:
+        _fit_figure(nmu, "log n / sqrt(mu)", "median t1", "alignment_fits.png")
+    if eps is not None:
+        _fit_figure(eps, "log(1/eps)", "median t2", "alignment_t2_eps.png")
+
+
+def _fit_figure(result, xlabel, ylabel, name):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, (a, b, r2) = result
+    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    x = np.array([r["x"] for r in rows])
+    ax.plot(x, [r["median"] for r in rows], "o")
+    grid = np.linspace(x.min(), x.max(), 50)
+    ax.plot(grid, a * grid + b, "k--", label=f"slope {a:.3g}, R² {r2:.3f}")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend()
+    fig.savefig(HERE / name, dpi=100)
     plt.close(fig)
 
 
