@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import _kinks
 from ._flow import GradientFlow
-from .metrics._metrics import grad_norm, strictly_active
+from .metrics._metrics import grad_norm, kink_scale, strictly_active
 
 
 Kind = Literal["global minimum", "local minimum", "saddle", "not stationary"]
@@ -225,10 +225,9 @@ def polish(
     points = neurons = np.zeros(0, int)
     if active is not None:
         # Living neurons' pairs on a kink: constraints z_ij = 0, with multipliers.
-        X = _inputs(flow, model)
-        U = np.asarray(_kinks.neurons(model))
-        scale = np.linalg.norm(X, axis=1)[:, None] * np.linalg.norm(U, axis=1)[None, :]
-        on_kink = np.abs(X @ U.T) <= _kinks.RELEASE * scale
+        X = flow.data.X
+        scale = kink_scale(X, model.W, model.b)
+        on_kink = np.abs(model.preactivations(X)) <= _kinks.RELEASE * scale
         alive = np.asarray(jnp.any(active, axis=0))
         points, neurons = np.nonzero(on_kink & alive[None, :])
     inputs = None if active is None else jnp.asarray(_inputs(flow, model))

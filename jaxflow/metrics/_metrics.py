@@ -137,17 +137,23 @@ def cone_flags(active, positive):
     return in_plus, in_minus, dead
 
 
-def strictly_active(z, X, w, b=None):
-    r"""Which preactivations $z = \langle w, x_i\rangle + b$ are active, counting
-    $|z| \le 10^{-10} \|(w, b)\| \|(x_i, 1)\|$ as on the kink, so inactive: the
-    tolerance to which `kinks="min-norm"` keeps a sliding pair on its kink. `z` is
-    `(n,)` for one neuron `w` `(d,)`, or `(n, width)` for `W` `(width, d)`."""
+def kink_scale(X, w, b=None):
+    r"""$\|(w, b)\| \|(x_i, 1)\|$, the size of the preactivations of `w` `(d,)` (shape
+    `(n,)`) or of `W` `(width, d)` (shape `(n, width)`) on the rows of `X`."""
     sq_x = jnp.sum(X**2, axis=1)
     sq_w = jnp.sum(w**2, axis=-1)
     if b is not None:
         sq_x, sq_w = sq_x + 1.0, sq_w + b**2
     scale = jnp.sqrt(sq_x)[:, None] * jnp.atleast_1d(jnp.sqrt(sq_w))[None, :]
-    return z > _kinks.RELEASE * scale.reshape(z.shape)
+    return scale if jnp.ndim(w) == 2 else scale[:, 0]
+
+
+def strictly_active(z, X, w, b=None):
+    r"""Which preactivations $z = \langle w, x_i\rangle + b$ are active, counting
+    $|z| \le 10^{-10} \|(w, b)\| \|(x_i, 1)\|$ as on the kink, so inactive: the
+    tolerance to which `kinks="min-norm"` keeps a sliding pair on its kink. `z` is
+    `(n,)` for one neuron `w` `(d,)`, or `(n, width)` for `W` `(width, d)`."""
+    return z > _kinks.RELEASE * kink_scale(X, w, b)
 
 
 def _cones(model: TwoLayerReLU, data: Dataset):
