@@ -1,14 +1,14 @@
 """Where the flow ends on Boursier and Flammarion's three points: the fraction of seeds
 at a spurious stationary point against the initialisation scale and the width.
 
-    python benchmarks/spurious.py                  # lambda 1e-4..1 x width 10..1000
+    python benchmarks/spurious.py                  # lambda 1e-4..1 x width 10..1000, 32 seeds
     python benchmarks/spurious.py --quick          # fewer cells and seeds
     python benchmarks/spurious.py --widths 10 100 --scales 1e-3 1
 
 Data x = (-0.75, -0.5, 0.125), y = (1.1, 0.1, 0.8); one hidden ReLU layer with bias,
 balanced init (w_j, b_j) ~ N(0, lambda^2/m I), a_j = +-|(w_j, b_j)|, mean square loss.
 Each seed is solved (min-norm at kinks) until its gradient norm is 1e-7 of the initial
-one, or t = 1e4, then polished and classified by `jaxflow.classify` with the global
+one or 1e-8, whichever is larger, or t = 1e4, then polished and classified by `jaxflow.classify` with the global
 minimum 0 (the net interpolates three points once m >= 3). A seed is spurious when it
 ends stationary above loss 0. The table gives, per cell, the counts of each verdict,
 how many ended at the least-squares loss 0.175043, the run time, and the accuracy
@@ -44,7 +44,7 @@ def cell(width, scale, seeds, t1, rtol):
     start = time.perf_counter()
     ens = jf.solve_ensemble(
         flow, init, keys, t1=t1, ts=jnp.array([t1]), rtol=rtol,
-        events={"stationary": jf.events.SteadyState(1e-7)},
+        events={"stationary": jf.events.SteadyState(1e-7, atol=1e-8)},
         metrics={"loss": jf.metrics.loss}, batch_size=seeds, segments=8,
         kinks="auto",
     )  # fmt: skip
@@ -59,7 +59,9 @@ def cell(width, scale, seeds, t1, rtol):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--widths", type=int, nargs="*", default=[10, 100, 1000])
+    parser.add_argument(
+        "--widths", type=int, nargs="*", default=[10, 30, 100, 300, 1000]
+    )
     parser.add_argument(
         "--scales", type=float, nargs="*", default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0]
     )
@@ -77,7 +79,7 @@ def main():
     )
     print(
         f"Three points, mean square loss, balanced init, {seeds} seeds a cell, rtol "
-        f"{args.rtol:g}, steady state 1e-7 (relative) or t = {args.t1:g}; verdicts by "
+        f"{args.rtol:g}, steady state max(1e-7 g0, 1e-8) or t = {args.t1:g}; verdicts by "
         f"jaxflow.classify (min_loss 0).\n"
     )
     print(
@@ -87,9 +89,13 @@ def main():
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     grid = np.full((len(widths), len(scales)), np.nan)
+    start = time.perf_counter()
     for a, width in enumerate(widths):
         for b, scale in enumerate(scales):
             s, flow_s, classify_s, ens = cell(width, scale, seeds, args.t1, args.rtol)
+            # Each cell compiles its own shapes; one process holding all of them runs
+            # past the kernel's limit on memory maps (vm.max_map_count) and XLA aborts.
+            jax.clear_caches()
             c, acc = s["counts"], s["accuracy"]
             losses = [r["verdict"]["loss"] for r in s["seeds"] if r["verdict"]]
             grid[a, b] = s["spurious"] / s["of"]
@@ -103,6 +109,7 @@ def main():
                 f"{flow_s:.1f} | {classify_s:.1f} |",
                 flush=True,
             )
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
     _figure(widths, scales, grid)
 
 

@@ -20,6 +20,8 @@ _EXAMPLES = """examples:
   jaxflow align --data mnist --gd-lr 2e-3 --out runs/mnist01
   jaxflow spurious --scale 1e-3 --width 200 --seeds 8 --out runs/bf   # saddle
   jaxflow spurious --data knots --width 100 --scale 1e-3 --out runs/knots
+  jaxflow neuron --seeds 32 --out runs/neuron      # Lee-Sim-Ye: depth 1-4, scale 1e-4..1
+  jaxflow neuron --depths 1 3 --scales 1e-2 1 --seeds 4 --ns --lrs --out runs/quick
 """
 
 
@@ -239,7 +241,11 @@ def _spurious(args) -> int:
         t1=args.t1,
         ts=jnp.geomspace(1e-2, args.t1, args.times),
         rtol=args.rtol,
-        events={"stationary": jf.events.SteadyState(args.steady_state)},
+        events={
+            "stationary": jf.events.SteadyState(
+                args.steady_state, atol=args.steady_state_atol
+            )
+        },
         metrics={"loss": jf.metrics.loss, "grad_norm": jf.metrics.grad_norm},
         batch_size=args.batch_size,
         segments=args.segments,
@@ -260,6 +266,7 @@ def _spurious(args) -> int:
         "data": args.data, "n": data.n, "width": width, "scale": scale,
         "init": "balanced, (w_j, b_j) ~ N(0, scale^2/width I), a_j = +-|(w_j, b_j)|",
         "loss": "mean square", "t1": args.t1, "steady_state": args.steady_state,
+        "steady_state_atol": args.steady_state_atol,
         "flow_s": flow_s, "classify_s": time.perf_counter() - start,
     }  # fmt: skip
     out = Path(args.out)
@@ -295,6 +302,59 @@ def _spurious(args) -> int:
     lines.append(f"figure       {figure}")
     print("\n".join(lines))
     return 0 if bool(ens.succeeded.all()) else 1
+
+
+def _neuron(args) -> int:
+    import csv
+    import json
+
+    import jax
+    import numpy as np
+
+    import jaxflow as jf
+
+    start = time.perf_counter()
+    summary, results = jf.experiments.neuron_study(
+        args.depths, args.scales, args.seeds, d=args.d, loss_level=args.loss_level,
+        angle_level=args.angle_level, rtol=args.rtol, ns=args.ns, draws=args.draws,
+        lrs=args.lrs, key=jax.random.key(args.seed),
+    )  # fmt: skip
+    summary["run"] = {
+        "depths": args.depths, "scales": args.scales, "seeds": args.seeds,
+        "d": args.d, "teacher": "single neuron, unit norm, random direction per seed",
+        "init": "balanced: ||w_1|| = a_l = scale, random direction",
+        "loss": "population 1/2 E (f - y)^2, x ~ N(0, I_d), exact (arc-cosine kernel)",
+        "seconds": time.perf_counter() - start,
+    }  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    with open(out / "times.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["depth", "scale", "seed", "loss_time", "angle_time", "status", "steps"]
+        )
+        for depth, per_scale in results.items():
+            for scale, ens in zip(args.scales, per_scale):
+                times = np.asarray(ens.event_times["reached"])
+                for s in range(ens.num_seeds):
+                    writer.writerow([
+                        depth, scale, s, times[s, 0], times[s, 1],
+                        ens.status_name[s], int(ens.stats["num_steps"][s]),
+                    ])  # fmt: skip
+    figure = jf.experiments.plot_neuron(summary, out / "neuron.png")
+    print(
+        f"jaxflow neuron: depths {args.depths}, scales {args.scales}, {args.seeds} "
+        f"seeds each, d={args.d}, rtol {args.rtol:g}; {summary['run']['seconds']:.1f} s"
+    )
+    print(jf.experiments.neuron_report(summary))
+    print(f"\nwrote {out / 'summary.json'}, {out / 'times.csv'}, {figure}")
+    ok = all(
+        set(r["statuses"]) <= {"event_occurred", "successful"}
+        for block in summary["depths"].values()
+        for r in block["rows"]
+    )
+    return 0 if ok else 1
 
 
 def _align_report(summary: dict, figures) -> str:
@@ -612,6 +672,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a seed stops once its gradient norm is RTOL times the initial (1e-7)",
     )  # fmt: skip
     spur.add_argument(
+        "--steady-state-atol", type=float, default=1e-8, metavar="ATOL",
+        help="... or ATOL, whichever is larger (1e-8: from a small init, RTOL times "
+        "the initial gradient is below what the solver resolves)",
+    )  # fmt: skip
+    spur.add_argument(
         "--escape-time", type=float, default=100.0,
         help="how long the escape test re-solves (100)",
     )  # fmt: skip
@@ -619,6 +684,33 @@ def main(argv: list[str] | None = None) -> int:
     spur.add_argument("--show", type=int, default=4, help="seeds to print (4)")
     _run_options(spur)
     spur.set_defaults(run=_spurious)
+
+    neuron = commands.add_parser(
+        "neuron",
+        help="Lee-Sim-Ye: chains of single ReLU neurons on the exact population loss; "
+        "time to converge against depth and initial scale, finite samples, GD",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    neuron.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4],
+                        help="chain depths (1 2 3 4)")  # fmt: skip
+    neuron.add_argument("--scales", type=float, nargs="+",
+                        default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+                        help="initial scales ||w_1|| = a_l (1e-4 ... 1)")  # fmt: skip
+    neuron.add_argument("--seeds", type=int, default=32, help="seeds per cell (32)")
+    neuron.add_argument("--d", type=int, default=10, help="input dimension (10)")
+    neuron.add_argument("--loss-level", type=float, default=1e-6, help="(1e-6)")
+    neuron.add_argument("--angle-level", type=float, default=1e-3, help="(1e-3)")
+    neuron.add_argument("--rtol", type=float, default=1e-10, help="tolerance (1e-10)")
+    neuron.add_argument("--ns", type=int, nargs="*", default=[1000, 10000, 100000],
+                        help="sample sizes against the population flow (none: skip)")  # fmt: skip
+    neuron.add_argument("--draws", type=int, default=4, help="data sets per n (4)")
+    neuron.add_argument("--lrs", type=float, nargs="*",
+                        default=[0.1, 0.03, 0.01, 0.003],
+                        help="GD steps against the flow (none: skip)")  # fmt: skip
+    neuron.add_argument("--seed", type=int, default=0, help="master seed (0)")
+    neuron.add_argument("--out", required=True, help="the output directory")
+    neuron.set_defaults(run=_neuron)
 
     show = commands.add_parser(
         "show",

@@ -418,7 +418,7 @@ def solve_ensemble(
         scale = jnp.max(
             jnp.stack(
                 [
-                    jnp.max(jnp.abs(x.reshape(num_seeds, -1)), axis=1)
+                    jnp.max(jnp.abs(x.reshape(num_seeds, -1)), axis=1, initial=0.0)
                     for x in jax.tree.leaves(params)
                 ]
             ),

@@ -314,9 +314,8 @@ def solve(
     ts = jnp.linspace(t0, t1, 101) if ts is None else jnp.asarray(ts, dtype=tdtype)
     ts = _check_times(ts, t0, t1, "solve")
     if atol is None:
-        scale = jnp.max(
-            jnp.array([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(params)])
-        )
+        leaves = jax.tree.leaves(params)
+        scale = jnp.max(jnp.array([jnp.max(jnp.abs(x), initial=0.0) for x in leaves]))
         atol = rtol * jnp.where(scale > 0, scale, 1.0)
     if stepsize_controller is None:
         stepsize_controller = dfx.PIDController(

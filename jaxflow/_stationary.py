@@ -75,7 +75,8 @@ class Escape:
     - `size`: the perturbation's norm $\\delta$.
     - `rate`: its predicted strength: minus the eigenvalue, or $|G(u)|$.
     - `loss_decrease`: $L^* - L$ at the end of the re-solve (positive: escaped).
-    - `time`: how long the re-solve ran.
+    - `time`: how long the re-solve ran; `status`: how the re-solve ended
+        (`jaxflow.RESULTS` name: `"successful"`, else the loss decrease is not evidence).
     - `neuron`, `active`: for `"empty cone"`, the neuron re-placed and the data points
         the new neuron is active on; `u`: its unit direction $(w, b)$; `sign`: the sign
         of its output weight.
@@ -87,6 +88,7 @@ class Escape:
     rate: float
     loss_decrease: float
     time: float
+    status: str
     neuron: int | None = None
     active: tuple[int, ...] | None = None
     u: np.ndarray | None = None
@@ -150,6 +152,7 @@ class Verdict:
                 "rate": e.rate,
                 "loss_decrease": e.loss_decrease,
                 "time": e.time,
+                "status": e.status,
                 "neuron": e.neuron,
                 "active": None if e.active is None else list(e.active),
                 "u": None if e.u is None else [float(x) for x in e.u],
@@ -191,6 +194,92 @@ def _flat(model):
     return flat, lambda x: eqx.combine(unravel(x), static)
 
 
+def _living(flow: GradientFlow, model):
+    """Which neurons to differentiate: `(alive, keep)` boolean `(width,)` masks, or
+    `(None, None)` for a model without kinks.
+
+    `alive` marks the neurons active on some point. The loss on the activation pattern
+    does not depend on the other neurons' parameters at all (a zero block of its
+    Hessian), so polishing and the Hessian work on the living neurons: at width 1000
+    a few hundred neurons instead of 3000 parameters. `keep` adds dead neurons up to
+    one of eight sizes per octave (at most 1/8 more), so that seeds with different
+    numbers of living neurons share a few compiled shapes.
+    """
+    active = _pattern(flow, model)
+    if active is None:
+        return None, None
+    alive = np.asarray(jnp.any(active, axis=0))
+    count = max(int(alive.sum()), 8)
+    step = 1 << max(int(np.log2(count)) - 3, 0)
+    size = min(alive.size, -(-count // step) * step)
+    keep = alive.copy()
+    keep[np.flatnonzero(~alive)[: size - alive.sum()]] = True
+    return alive, keep
+
+
+def _neurons_at(model, keep):
+    """`model` with only the neurons where `keep`."""
+    return eqx.tree_at(
+        lambda m: (m.W, m.v, m.b), model, (model.W[keep], model.v[keep],
+        None if model.b is None else model.b[keep]),
+        is_leaf=lambda x: x is None,
+    )  # fmt: skip
+
+
+def _with_neurons_at(model, keep, sub):
+    """`model` with the neurons where `keep` replaced by those of `sub`."""
+    index = np.flatnonzero(keep)
+    return eqx.tree_at(
+        lambda m: (m.W, m.v, m.b), model, (model.W.at[index].set(sub.W),
+        model.v.at[index].set(sub.v),
+        None if model.b is None else model.b.at[index].set(sub.b)),
+        is_leaf=lambda x: x is None,
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _newton_jit(flow, model, active, points, neurons, rtol, max_steps):
+    x0, rebuild = _flat(model)
+    inputs = None if active is None else _kinks.ReLUProblem(flow, model).inputs
+
+    def kinks(x):
+        U = _kinks.neurons(rebuild(x))
+        return jnp.sum(inputs[points] * U[neurons], axis=1)
+
+    def lagrangian_gradient(y, _):
+        x, lam = y
+        gx = jax.grad(
+            lambda x: restricted_loss(flow, rebuild(x), active) + lam @ kinks(x)
+        )(x)
+        return gx, kinks(x)
+
+    def gradient(x, _):
+        return jax.grad(lambda y: restricted_loss(flow, rebuild(y), active))(x)
+
+    solver = optx.Newton(rtol=rtol, atol=rtol, linear_solver=lx.SVD())
+    if points.size:
+        y0 = (x0, jnp.zeros(points.size))
+        sol = optx.root_find(
+            lagrangian_gradient, solver, y0, max_steps=max_steps, throw=False
+        )
+        x = sol.value[0]
+    else:
+        sol = optx.root_find(gradient, solver, x0, max_steps=max_steps, throw=False)
+        x = sol.value
+    x = jnp.where(jnp.all(jnp.isfinite(x)), x, x0)
+    return x, sol.stats["num_steps"], sol.result == optx.RESULTS.successful
+
+
+def _newton(flow, model, active, points, neurons, rtol, max_steps):
+    """Newton's method on the restricted loss (with the kink pairs `(points,
+    neurons)` held by multipliers): the flat result, steps, whether it converged.
+    Compiled once per shape."""
+    x, steps, converged = _newton_jit(
+        flow, model, active, jnp.asarray(points), jnp.asarray(neurons), rtol, max_steps
+    )
+    return x, int(steps), bool(converged)
+
+
 def polish(
     flow: GradientFlow, model, *, rtol: float = 1e-14, max_steps: int = 64
 ) -> Polished:
@@ -220,56 +309,32 @@ def polish(
     if not 0 < rtol < 1:
         raise ValueError(f"polish: `rtol` must be in (0, 1), got {rtol!r}.")
     model = _on_device(model)
-    active = _pattern(flow, model)
-    x0, rebuild = _flat(model)
+    full, (alive, keep) = model, _living(flow, model)
+    active = None
     points = neurons = np.zeros(0, int)
-    if active is not None:
+    if alive is not None and not alive.any():  # nothing to move
+        g = float(grad_norm(model, flow))
+        return Polished(model, 0, True, g, g, 0.0, True)
+    if alive is not None:
+        # Newton on the living neurons only (neurons active on no point have no
+        # gradient on the pattern, and are not moved).
+        model = _neurons_at(model, keep)
+        active = _pattern(flow, model)
         # Living neurons' pairs on a kink: constraints z_ij = 0, with multipliers.
         X = flow.data.X
         scale = kink_scale(X, model.W, model.b)
         on_kink = np.abs(model.preactivations(X)) <= _kinks.RELEASE * scale
-        alive = np.asarray(jnp.any(active, axis=0))
-        points, neurons = np.nonzero(on_kink & alive[None, :])
-    inputs = None if active is None else jnp.asarray(_inputs(flow, model))
-
-    def kinks(x):
-        U = _kinks.neurons(rebuild(x))
-        return jnp.sum(inputs[points] * U[neurons], axis=1)
-
-    def lagrangian_gradient(y, _):
-        x, lam = y
-        gx = jax.grad(
-            lambda x: restricted_loss(flow, rebuild(x), active) + lam @ kinks(x)
-        )(x)
-        return gx, kinks(x)
-
-    def gradient(x, _):
-        return jax.grad(lambda y: restricted_loss(flow, rebuild(y), active))(x)
-
-    solver = optx.Newton(rtol=rtol, atol=rtol, linear_solver=lx.SVD())
-    if points.size:
-        y0 = (x0, jnp.zeros(points.size))
-        sol = optx.root_find(
-            lagrangian_gradient, solver, y0, max_steps=max_steps, throw=False
-        )
-        x = sol.value[0]
+        points, neurons = np.nonzero(on_kink & alive[keep][None, :])
+    x, steps, converged = _newton(flow, model, active, points, neurons, rtol, max_steps)
+    if alive is not None:
+        # Only the living neurons are written back: the SVD step leaves rounding on
+        # the others (it could move a dead neuron sitting on a kink off it).
+        living = _neurons_at(_flat(model)[1](x), alive[keep])
+        polished, model = _with_neurons_at(full, alive, living), full
+        active = _pattern(flow, model)
     else:
-        sol = optx.root_find(gradient, solver, x0, max_steps=max_steps, throw=False)
-        x = sol.value
-    x = jnp.where(jnp.all(jnp.isfinite(x)), x, x0)
-    if active is not None:
-        # Neurons active on no point have no gradient on the pattern: put back the
-        # rounding the SVD step leaves there (it could move a neuron sitting on a
-        # kink off it).
-        dead = ~jnp.any(active, axis=0)
-        frozen = jax.tree.map(
-            lambda a: jnp.broadcast_to(
-                dead.reshape((-1,) + (1,) * (a.ndim - 1)), a.shape
-            ).astype(a.dtype),
-            eqx.filter(model, eqx.is_inexact_array),
-        )
-        x = jnp.where(_flat(frozen)[0] > 0, x0, x)
-    polished = rebuild(x)
+        polished = _flat(model)[1](x)
+    x0 = _flat(model)[0]
     kept = True if active is None else bool(jnp.all(_pattern(flow, polished) == active))
     before = float(grad_norm(model, flow))
     after = float(grad_norm(polished, flow))
@@ -277,13 +342,30 @@ def polish(
         polished, after = model, before
     return Polished(
         model=polished,
-        steps=int(sol.stats["num_steps"]),
-        converged=bool(sol.result == optx.RESULTS.successful),
+        steps=steps,
+        converged=converged,
         grad_norm_before=before,
         grad_norm_after=after,
         distance=float(jnp.linalg.norm(_flat(polished)[0] - x0) / jnp.linalg.norm(x0)),
         pattern_kept=kept,
     )
+
+
+def _loss_of_flat(flow, model, active):
+    x0, rebuild = _flat(model)
+    return x0, lambda x: restricted_loss(flow, rebuild(x), active)
+
+
+@eqx.filter_jit
+def _hessian(flow, model, active):
+    x0, loss = _loss_of_flat(flow, model, active)
+    return jax.hessian(loss)(x0)
+
+
+@eqx.filter_jit
+def _hvp(flow, model, active, v):
+    x0, loss = _loss_of_flat(flow, model, active)
+    return jax.jvp(jax.grad(loss), (x0,), (v,))[1]
 
 
 def hessian_eigenvalues(
@@ -292,23 +374,44 @@ def hessian_eigenvalues(
     r"""The lowest eigenvalues of the Hessian of the loss restricted to the activation
     pattern at `model`, ascending, with the eigenvector of the lowest (flat).
 
-    Exact (`jax.hessian`, `eigh`) up to `exact_max` parameters; above that, the Lanczos
-    method on Hessian-vector products (`min(3k + 20, size)` steps with full
+    For a `TwoLayerReLU` only the living neurons' parameters are differentiated (the
+    others are a zero block, whose zero eigenvalues are added). Exact (`jax.hessian`,
+    `eigh`) up to `exact_max` such parameters; above that, the Lanczos method on
+    Hessian-vector products (`min(3k + 20, size)` steps with full
     reorthogonalisation, started from a random vector from `key`): the lowest is
     accurate, and a repeated eigenvalue appears once.
     """
+    full, (alive, keep) = model, _living(flow, model)
+    if alive is not None:
+        model = _neurons_at(model, keep)
     active = _pattern(flow, model)
     x0, rebuild = _flat(model)
 
-    def loss(x):
-        return restricted_loss(flow, rebuild(x), active)
+    def in_full(values, vector):
+        """Add the zero eigenvalues of the neurons left out, and put the eigenvector
+        back in the full model's layout."""
+        if alive is None:
+            return values, vector
+        zeros = _flat(full)[0].size - x0.size
+        values = np.sort(np.concatenate([values, np.zeros(min(zeros, k))]))[:k]
+        embedded = _with_neurons_at(
+            jax.tree.map(jnp.zeros_like, full), keep, rebuild(jnp.asarray(vector))
+        )
+        return values, np.asarray(_flat(embedded)[0])
 
     size = x0.size
+    if alive is not None and not alive.any():  # no living neuron: the Hessian is 0
+        vector = np.zeros(_flat(full)[0].size)
+        vector[0] = 1.0
+        return np.zeros(min(k, vector.size)), vector
     if size <= exact_max:
-        H = jax.hessian(loss)(x0)
+        H = _hessian(flow, model, active)
         values, vectors = np.linalg.eigh(np.asarray((H + H.T) / 2))
-        return values[:k], vectors[:, 0]
-    hvp = jax.jit(lambda v: jax.jvp(jax.grad(loss), (x0,), (v,))[1])
+        return in_full(values[:k], vectors[:, 0])
+
+    def hvp(v):
+        return _hvp(flow, model, active, v)
+
     key = jax.random.key(0) if key is None else key
     steps = min(3 * k + 20, size)
     q = np.asarray(jax.random.normal(key, (size,)), dtype=float)
@@ -327,7 +430,7 @@ def hessian_eigenvalues(
     T = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1)
     T = T + np.diag(betas[: len(alphas) - 1], -1)
     values, vectors = np.linalg.eigh(T)
-    return values[:k], np.stack(Q[: len(alphas)], axis=1) @ vectors[:, 0]
+    return in_full(values[:k], np.stack(Q[: len(alphas)], axis=1) @ vectors[:, 0])
 
 
 def _residuals(flow: GradientFlow, model):
@@ -385,7 +488,7 @@ def _resolve(flow, model, time, rtol, kinks):
         flow, model, t1=time, ts=jnp.array([time]), rtol=rtol, kinks=kinks,
         metrics={}, save_models=False, max_steps=200_000,
     )  # fmt: skip
-    return float(flow(sol.final)), bool(sol.succeeded)
+    return float(flow(sol.final)), str(sol.status_name)
 
 
 def _escape_neuron(flow, model, loss, size, time, rtol):
@@ -404,7 +507,7 @@ def _escape_neuron(flow, model, loss, size, time, rtol):
     )
     if model.b is not None:
         perturbed = eqx.tree_at(lambda m: m.b, perturbed, model.b.at[j].set(new_u[d]))
-    end, _ = _resolve(flow, perturbed, time, rtol, "auto")
+    end, status = _resolve(flow, perturbed, time, rtol, "auto")
     x0, _ = _flat(model)
     x1, _ = _flat(perturbed)
     delta = x1 - x0
@@ -416,6 +519,7 @@ def _escape_neuron(flow, model, loss, size, time, rtol):
         rate=abs(G),
         loss_decrease=loss - end,
         time=time,
+        status=status,
         neuron=j,
         active=tuple(int(i) for i in np.flatnonzero(active)),
         u=np.asarray(u),
@@ -427,9 +531,11 @@ def _escape_curvature(flow, model, vector, value, loss, size, time, rtol):
     x0, rebuild = _flat(model)
     best = None
     for s in (1.0, -1.0):
-        end, _ = _resolve(flow, rebuild(x0 + s * size * vector), time, rtol, "auto")
+        end, status = _resolve(
+            flow, rebuild(x0 + s * size * vector), time, rtol, "auto"
+        )
         if best is None or end < best[0]:
-            best = (end, s)
+            best = (end, s, status)
     return Escape(
         kind="negative curvature",
         direction=rebuild(best[1] * jnp.asarray(vector)),
@@ -437,6 +543,7 @@ def _escape_curvature(flow, model, vector, value, loss, size, time, rtol):
         rate=-float(value),
         loss_decrease=loss - best[0],
         time=time,
+        status=best[2],
     )
 
 
@@ -533,7 +640,11 @@ def classify(
     escape = None
     if _kinks.supports(flow, point):
         escape = _escape_neuron(flow, point, loss, escape_size, escape_time, rtol)
-        if escape is not None and escape.loss_decrease > loss_tol * max(1.0, loss):
+        if (
+            escape is not None
+            and escape.status == "successful"
+            and escape.loss_decrease > loss_tol * max(1.0, loss)
+        ):
             return Verdict(
                 kind="saddle",
                 escape=escape,
@@ -555,6 +666,11 @@ def classify(
         else (
             f"; the best new neuron (|G| = {escape.rate:.3g}) changed the loss by "
             f"{-escape.loss_decrease:.3g}"
+            + (
+                ""
+                if escape.status == "successful"
+                else f" (its re-solve ended {escape.status}: no evidence)"
+            )
         )
     )
     return Verdict(

@@ -125,6 +125,10 @@ def test_event_times_are_located_on_the_trajectory():
     g0 = float(jf.metrics.grad_norm(net, flow))
     at = jf.solve(flow, net, t1=t_steady, ts=jnp.array([t_steady]), rtol=1e-10)
     assert abs(float(at.metrics["grad_norm"][0]) / (1e-2 * g0) - 1) < 1e-6
+    # The same level given as an absolute floor, under a relative level far below it.
+    floor = {"steady": jf.events.SteadyState(1e-12, atol=1e-2 * g0)}
+    sol = jf.solve(flow, net, t1=T1, ts=TS, rtol=1e-10, events=floor)
+    assert abs(float(sol.event_times["steady"]) / t_steady - 1) < 1e-8
 
 
 def test_terminal_seeds_leave_failures_are_kept_per_seed_data(tmp_path):
@@ -300,6 +304,10 @@ def test_bad_arguments_name_the_value(tmp_path):
         solve_ensemble(events={"x": lambda t, m, f: 1.0})
     with pytest.raises(ValueError, match="SteadyState.*rtol.*got 2"):
         jf.events.SteadyState(2)
+    with pytest.raises(ValueError, match="SteadyState.*atol.*got -1"):
+        jf.events.SteadyState(1e-6, atol=-1.0)
+    with pytest.raises(ValueError, match="SteadyState.*both 0"):
+        jf.events.SteadyState(0.0)
     kw = dict(t1=1.0, ts=jnp.array([0.5, 1.0]), segments=1, checkpoint_dir=tmp_path)
     jf.solve_ensemble(FLOW, init, KEYS[:2], **kw)
     with pytest.raises(ValueError, match="checkpoint of a different run"):

@@ -46,3 +46,11 @@ def test_spurious_notebook(tmp_path, monkeypatch):
     assert all(v.kind == "saddle" for v in ns["verdicts"])
     assert all(abs(v.loss - ns["mse"]) < 1e-6 for v in ns["verdicts"])
     assert (tmp_path / "spurious.png").stat().st_size > 10_000
+
+
+def test_single_neuron_notebook(tmp_path, monkeypatch):
+    ns = _run("single_neuron.ipynb", tmp_path, monkeypatch)
+    # Depth 3 is slower from a small initialisation; the ODEs matched the flow.
+    assert ns["slopes"]["3"] < 0
+    assert ns["gap"] < 1e-8
+    assert (tmp_path / "neuron.png").stat().st_size > 10_000

@@ -60,7 +60,7 @@ def test_strict_saddle_of_a_smooth_net():
     assert e.kind == "negative curvature" and e.rate == pytest.approx(2.0)
     assert abs(float(e.direction.a)) == pytest.approx(2**-0.5)
     assert float(e.direction.a) * float(e.direction.w) > 0  # along a = w
-    assert e.loss_decrease > 0.9  # the re-solve goes to the minimum, loss 0
+    assert e.loss_decrease > 0.9 and e.status == "successful"  # re-solved to loss 0
 
 
 def test_strict_local_minimum_and_global_minimum():
@@ -116,7 +116,7 @@ def test_boursier_flammarion_spurious_saddle():
     assert verdict.eigenvalues[0] > -1e-10
     e = verdict.escape
     assert e.kind == "empty cone" and len(e.active) == 1
-    assert e.loss_decrease > 1e-3
+    assert e.loss_decrease > 1e-3 and e.status == "successful"
     living = np.abs(np.asarray(verdict.polished.model.v)) > 1e-2
     active = np.asarray(verdict.polished.model.preactivations(data.X) > 0)
     assert not any(
@@ -189,3 +189,21 @@ def test_best_new_neuron_beats_a_dense_search():
     U /= np.linalg.norm(U, axis=1, keepdims=True)
     dense = np.abs(np.maximum(U @ X.T, 0) @ r).max()
     assert abs(G) >= dense - 1e-12  # and |G| is attained at the unit vector u
+
+
+def test_hessian_on_living_neurons_equals_the_full_hessian():
+    # Neurons active on no point are a zero block of the Hessian on the pattern: the
+    # eigenvalues over the living neurons, with those zeros added, are the full ones.
+    data = jf.datasets.boursier_flammarion()
+    flow = jf.GradientFlow(jf.losses.square, data)
+    net = jf.models.TwoLayerReLU(1, 30, scale=1.0, bias=True, key=jax.random.key(3))
+    active = net.preactivations(data.X) > 0
+    assert 0 < int(jnp.sum(~jnp.any(active, axis=0))) < 30  # some neurons dead
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    x0, unravel = jax.flatten_util.ravel_pytree(params)
+    H = jax.hessian(
+        lambda x: jf.restricted_loss(flow, eqx.combine(unravel(x), static), active)
+    )(x0)
+    full = np.linalg.eigvalsh(np.asarray(H))
+    ours, _ = jf.hessian_eigenvalues(flow, net, k=40)
+    np.testing.assert_allclose(ours, full[:40], atol=1e-12)

@@ -1,5 +1,7 @@
-"""Built-in data sets: synthetic separable data, the papers' toys, and MNIST."""
+"""Built-in data sets: synthetic separable data, the papers' toys, MNIST, and Gaussian
+inputs labelled by a teacher (infinite data, or sampled)."""
 
+from ..losses._population import GaussianTeacher as GaussianTeacher
 from ._mnist import mnist as mnist
 from ._synthetic import (
     boursier_flammarion as boursier_flammarion,

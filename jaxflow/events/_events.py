@@ -86,26 +86,42 @@ class Event(AbstractEvent):
 
 
 class SteadyState(AbstractEvent):
-    r"""The flow has (nearly) stopped: $\|\nabla L(\theta(t))\| \le
-    \text{rtol} \cdot \|\nabla L(\theta(0))\|$, with the minimum-norm gradient at ReLU
-    kinks (`jaxflow.metrics.grad_norm`).
+    r"""The flow has (nearly) stopped: $\|\nabla L(\theta(t))\| \le \max(
+    \text{rtol} \cdot \|\nabla L(\theta(0))\|, \text{atol})$, with the minimum-norm
+    gradient at ReLU kinks (`jaxflow.metrics.grad_norm`).
 
-    Value $\log\big(\|\nabla L(t)\| / (\text{rtol}\,\|\nabla L(0)\|)\big)$, smooth in $t$
-    along the flow. Costs one gradient evaluation per step.
+    Value $\log\big(\|\nabla L(t)\| / \max(\text{rtol}\,\|\nabla L(0)\|,
+    \text{atol})\big)$, smooth in $t$ along the flow. Costs one gradient evaluation per
+    step.
+
+    From a small initialisation the initial gradient is tiny (of the order of the init
+    scale), and `rtol` times it can lie below what the solver resolves: near a
+    stationary point an explicit solver at relative tolerance `rtol_solver` leaves a
+    gradient of about `rtol_solver` times the parameters' size. `atol` sets a floor in
+    the gradient's own units.
 
     **Arguments:**
 
-    - `rtol`: the relative tolerance, in $(0, 1)$.
+    - `rtol`: the tolerance relative to the initial gradient norm, in $[0, 1)$.
+    - `atol`: an absolute tolerance, $\ge 0$ (default 0). One of the two must be
+        positive.
     - `terminal`: end the solve there (default `True`).
     """
 
     rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(default=0.0, static=True)
     terminal: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
-        if not 0 < self.rtol < 1:
+        if not 0 <= self.rtol < 1:
             raise ValueError(
-                f"SteadyState: `rtol` must be in (0, 1), got {self.rtol!r}."
+                f"SteadyState: `rtol` must be in [0, 1), got {self.rtol!r}."
+            )
+        if not self.atol >= 0:
+            raise ValueError(f"SteadyState: `atol` must be >= 0, got {self.atol!r}.")
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError(
+                "SteadyState: `rtol` and `atol` are both 0; one must be positive."
             )
 
     def init(self, model, flow):
@@ -115,9 +131,8 @@ class SteadyState(AbstractEvent):
         del t
         g = metrics.grad_norm(model, flow)
         tiny = jnp.finfo(g.dtype).tiny
-        return jnp.log(jnp.maximum(g, tiny)) - jnp.log(
-            jnp.maximum(self.rtol * reference, tiny)
-        )
+        level = jnp.maximum(self.rtol * reference, self.atol)
+        return jnp.log(jnp.maximum(g, tiny)) - jnp.log(jnp.maximum(level, tiny))
 
 
 class LossBelow(AbstractEvent):

@@ -1,7 +1,8 @@
 """Losses `loss(model, data) -> scalar`.
 
-`exponential`, `logistic` and `square` are mean-reduced instances; for the sum use
-`Exponential(reduction="sum")` etc. Any callable `loss(model, data)` works with
+`exponential`, `logistic`, `square` and `half_square` are mean-reduced instances; for
+the sum use `Exponential(reduction="sum")` etc. `population` is the exact population
+square loss for Gaussian inputs and a teacher (`jaxflow.datasets.GaussianTeacher`). Any callable `loss(model, data)` works with
 `jaxflow.GradientFlow` too.
 """
 
@@ -11,6 +12,12 @@ from ._loss import (
     Logistic as Logistic,
     Square as Square,
     exponential as exponential,
+    half_square as half_square,
     logistic as logistic,
     square as square,
+)
+from ._population import (
+    Population as Population,
+    arccos_kernel as arccos_kernel,
+    population as population,
 )

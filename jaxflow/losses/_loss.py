@@ -94,19 +94,24 @@ class Logistic(AbstractLoss):
 
 
 class Square(AbstractLoss):
-    r"""Square loss $\ell(\hat y, y) = (\hat y - y)^2$, **without** a factor ½.
+    r"""Square loss $\ell(\hat y, y) = (\hat y - y)^2$, **without** a factor ½ unless
+    `half=True`.
 
     With `reduction="mean"`: $L = \frac1n \sum_i (f(x_i) - y_i)^2$, as in Boursier and
-    Flammarion (2024). Any real targets.
+    Flammarion (2024); with `half=True`, $\frac1{2n} \sum_i (f(x_i) - y_i)^2$, as in
+    Lee, Sim and Ye (the finite-sample version of `jaxflow.losses.population`). Any
+    real targets.
     """
 
     reduction: Literal["mean", "sum"] = eqx.field(default="mean", static=True)
+    half: bool = eqx.field(default=False, static=True)
     needs_pm1_labels = False
 
     def pointwise(self, prediction, target):
-        return (prediction - target) ** 2
+        return (0.5 if self.half else 1.0) * (prediction - target) ** 2
 
 
 exponential = Exponential()
 logistic = Logistic()
 square = Square()
+half_square = Square(half=True)

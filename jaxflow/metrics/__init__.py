@@ -2,6 +2,7 @@
 
 from ._metrics import (
     ConservedDrift as ConservedDrift,
+    TeacherAngle as TeacherAngle,
     align_minus as align_minus,
     align_plus as align_plus,
     cos_minus as cos_minus,
@@ -14,8 +15,10 @@ from ._metrics import (
     frac_plus as frac_plus,
     grad_norm as grad_norm,
     loss as loss,
+    magnitude as magnitude,
     neuron_norms as neuron_norms,
     norm_change as norm_change,
     spectral_norm_sq as spectral_norm_sq,
     stable_rank as stable_rank,
+    teacher_angle as teacher_angle,
 )

@@ -13,7 +13,8 @@ from jaxtyping import Array, Float
 
 from .. import _kinks
 from .._dataset import Dataset
-from ..models import TwoLayerReLU
+from ..losses._population import _geometry
+from ..models import NeuronChain, TwoLayerReLU
 
 
 def loss(model, flow) -> Float[Array, ""]:
@@ -215,3 +216,33 @@ def default_metrics(model, flow) -> dict:
                 "frac_dead": frac_dead,
             }
     return metrics
+
+
+def magnitude(model: NeuronChain, flow) -> Float[Array, ""]:
+    r"""$\|u\|$, the end-to-end vector's norm of a `NeuronChain`
+    ($u = a_L \prod \sigma(a_l)\, w_1$; Lee, Sim and Ye's magnitude)."""
+    del flow
+    return jnp.linalg.norm(model.end_to_end())
+
+
+class TeacherAngle(eqx.Module):
+    r"""$\varphi = \pi - \theta$, with $\theta$ the angle between a `NeuronChain`'s
+    end-to-end vector $u$ and a single-neuron teacher $v$ (Lee, Sim and Ye's angle:
+    $\varphi \to \pi$ as the student aligns). Accurate near $\theta = 0$ (computed from
+    chord lengths, not an arccos).
+
+    **Arguments:**
+
+    - `teacher`: a depth-1 `NeuronChain`, or `None` (default) for the teacher of the
+        flow's `jaxflow.datasets.GaussianTeacher`.
+    """
+
+    teacher: NeuronChain | None = None
+
+    def __call__(self, model: NeuronChain, flow) -> Float[Array, ""]:
+        teacher = flow.data.teacher if self.teacher is None else self.teacher
+        *_, theta = _geometry(model.end_to_end(), teacher.end_to_end())
+        return jnp.pi - theta
+
+
+teacher_angle = TeacherAngle()
