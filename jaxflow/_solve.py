@@ -4,6 +4,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import MetricFn, RealScalarLike
@@ -189,6 +190,28 @@ def _solve(flow, params, static, metrics, config):
     return saved, values, final, t_final, stats_of(counts, loop), status, event_times
 
 
+def _root_tolerances(solver, rtol, atol, norm):
+    """An implicit solver's Newton tolerances, which diffrax takes from the step-size
+    controller by default, as Python numbers: its root finder's arithmetic accepts no
+    JAX arrays there, and jaxflow's default `atol` is one. (The largest `atol` where it
+    varies; `rtol` for both when they are traced.)"""
+    finder = getattr(solver, "root_finder", None)
+    if not isinstance(solver, dfx.AbstractImplicitSolver) or not all(
+        type(getattr(finder, name, None)).__name__ == "_UseStepSizeTol"
+        for name in ("rtol", "atol", "norm")
+    ):
+        return solver
+    try:
+        rtol, atol = float(rtol), float(jnp.max(atol))
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        rtol = atol = 1e-8
+    return eqx.tree_at(
+        lambda s: (s.root_finder.rtol, s.root_finder.atol, s.root_finder.norm),
+        solver,
+        (rtol, atol, norm),
+    )
+
+
 def solve(
     flow: GradientFlow,
     model: Any,
@@ -325,12 +348,17 @@ def solve(
         rtol, atol = stepsize_controller.rtol, stepsize_controller.atol
     else:
         rtol = atol = jnp.nan
-    solver = dfx.Tsit5() if solver is None else solver
+    solver = _root_tolerances(
+        dfx.Tsit5() if solver is None else solver,
+        rtol,
+        atol,
+        getattr(stepsize_controller, "norm", optx.rms_norm),
+    )
     config = dict(
         t0=t0,
         t1=t1,
         ts=ts,
-        solver=dfx.Tsit5() if solver is None else solver,
+        solver=solver,
         controller=stepsize_controller,
         dt0=dt0,
         max_steps=max_steps,

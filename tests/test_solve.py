@@ -209,3 +209,17 @@ def test_failing_seed_in_a_batch_keeps_the_others():
     # The others reach the minimiser w = (1/sqrt 2, 0).
     for i in (0, 2):
         assert np.allclose(batch.final.w[i], [2**-0.5, 0.0], atol=1e-2)
+
+
+def test_implicit_solver_takes_the_controllers_tolerances():
+    # diffrax's implicit solvers copy the controller's tolerances into their Newton
+    # solve, whose arithmetic takes no JAX arrays; jaxflow's default atol is one.
+    data = jf.datasets.separable(jax.random.key(0), 20, 5, 0.3)
+    net = jf.models.TwoLayerReLU(5, 5, scale=1e-2, key=jax.random.key(1))
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+    ts = jnp.array([10.0])
+    implicit = jf.solve(flow, net, t1=10.0, ts=ts, rtol=1e-8, solver=dfx.Kvaerno5())
+    explicit = jf.solve(flow, net, t1=10.0, ts=ts, rtol=1e-11)
+    assert implicit.status_name == "successful"
+    error = jnp.max(jnp.abs(implicit.final.W - explicit.final.W))
+    assert float(error / jnp.max(jnp.abs(explicit.final.W))) < 1e-5

@@ -22,7 +22,9 @@ from jaxtyping import Array, Float
 from .. import events as jf_events, metrics as jf_metrics
 from .._ensemble import solve_ensemble
 from .._flow import GradientFlow
-from ..losses import population
+from .._gd import gradient_descent
+from .._solve import solve
+from ..losses import half_square, population
 from ..losses._population import GaussianTeacher
 from ..models import NeuronChain
 
@@ -136,10 +138,10 @@ def convergence_times(
     )
 
 
-def fit_slope(scales, times) -> float:
-    r"""The least-squares slope of $\log t$ against $\log$ scale (median times per
-    scale; `nan` where fewer than two are finite)."""
-    x, y = np.log(np.asarray(scales, float)), np.log(np.asarray(times, float))
+def fit_slope(x, y) -> float:
+    r"""The least-squares slope of $\log y$ against $\log x$ (`nan` where fewer than
+    two $y$ are finite), e.g. median times against the initial scale."""
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     ok = np.isfinite(y)
     if ok.sum() < 2:
         return math.nan
@@ -186,6 +188,16 @@ def _flat_params(model) -> np.ndarray:
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)])
 
 
+def _population_reference(depth, scale, d, t, rtol, key):
+    """A teacher flow and a chain from `key`, the population flow's end at `t`, and its
+    parameters flat."""
+    tkey, mkey = jax.random.split(key)
+    flow = teacher_flow(tkey, d)
+    net = NeuronChain(d, depth, scale=scale, key=mkey)
+    exact = solve(flow, net, t1=t, ts=jnp.array([t]), rtol=rtol, metrics={})
+    return flow, net, exact, _flat_params(exact.final)
+
+
 def finite_sample_gap(
     depth: int,
     scale: float,
@@ -202,21 +214,14 @@ def finite_sample_gap(
     \|\theta(t)\|$ (same teacher and initialisation; loss `jaxflow.losses.half_square`,
     whose expectation is the population loss), and the slope of its log against
     $\log n$ ($-1/2$ for a sampling error)."""
-    from .._solve import solve
-
     key = jax.random.key(0) if key is None else key
-    tkey, mkey, dkey = jax.random.split(key, 3)
-    flow = teacher_flow(tkey, d)
-    net = NeuronChain(d, depth, scale=scale, key=mkey)
-    exact = solve(flow, net, t1=t, ts=jnp.array([t]), rtol=rtol, metrics={})
-    reference = _flat_params(exact.final)
+    flow, net, exact, reference = _population_reference(depth, scale, d, t, rtol, key)
+    dkey = jax.random.fold_in(key, 1)
     rows = []
     for n in ns:
         gaps, statuses = [], set()
         for k in jax.random.split(jax.random.fold_in(dkey, n), draws):
             data = flow.data.sample(k, int(n))
-            from ..losses import half_square
-
             sol = solve(
                 GradientFlow(half_square, data), net, t1=t, ts=jnp.array([t]),
                 rtol=rtol, metrics={}, kinks="plain",
@@ -230,11 +235,7 @@ def finite_sample_gap(
             {"n": int(n), "gap_mean": float(np.mean(gaps)),
              "gap_std": float(np.std(gaps)), "statuses": sorted(statuses)}
         )  # fmt: skip
-    slope = float(
-        np.polyfit(
-            np.log([r["n"] for r in rows]), np.log([r["gap_mean"] for r in rows]), 1
-        )[0]
-    )
+    slope = fit_slope([r["n"] for r in rows], [r["gap_mean"] for r in rows])
     return {"depth": depth, "scale": scale, "d": d, "t": t, "draws": draws,
             "rows": rows, "slope": slope, "status": str(exact.status_name)}  # fmt: skip
 
@@ -252,15 +253,8 @@ def gd_gap(
     r"""Gradient descent at step $\eta$ against the flow on the population loss, at time
     $t = k\eta$: per step, $\|\theta_{\rm GD} - \theta(t)\| / \|\theta(t)\|$, and the
     slope of its log against $\log\eta$ (1 for GD's first-order error)."""
-    from .._gd import gradient_descent
-    from .._solve import solve
-
     key = jax.random.key(0) if key is None else key
-    tkey, mkey = jax.random.split(key)
-    flow = teacher_flow(tkey, d)
-    net = NeuronChain(d, depth, scale=scale, key=mkey)
-    exact = solve(flow, net, t1=t, ts=jnp.array([t]), rtol=rtol, metrics={})
-    reference = _flat_params(exact.final)
+    flow, net, exact, reference = _population_reference(depth, scale, d, t, rtol, key)
     rows = []
     for lr in lrs:
         steps = int(round(t / lr))
@@ -271,11 +265,7 @@ def gd_gap(
             reference
         )
         rows.append({"lr": float(lr), "steps": steps, "error": float(err)})
-    slope = float(
-        np.polyfit(
-            np.log([r["lr"] for r in rows]), np.log([r["error"] for r in rows]), 1
-        )[0]
-    )
+    slope = fit_slope([r["lr"] for r in rows], [r["error"] for r in rows])
     return {"depth": depth, "scale": scale, "d": d, "t": t, "rows": rows,
             "slope": slope, "status": str(exact.status_name)}  # fmt: skip
 

@@ -1,0 +1,467 @@
+"""The performance suite: jaxflow against what researchers use instead.
+
+Every method is scored by its relative parameter error at t = T against a tight float64
+reference (Dopri8, rtol 1e-12), its gradient (vector-field) evaluations and its wall
+time (compilation excluded: each solve runs once to compile, then is timed). All ratios
+come from one run on one machine.
+
+Problems:
+  separable  (i)   n=200, d=20, width 50, balanced init 1e-6, mean exponential loss
+  mnist      (ii)  MNIST 0 vs 1, n=2000, width 50, gaussian init 1e-6, exponential loss
+  bf         (iii) Boursier-Flammarion three points, width 200, lambda 0.1, square loss
+
+Sections:
+  solvers    jaxflow with Tsit5, Dopri5, Dopri8, Kvaerno5 at rtol 1e-4 ... 1e-10
+             (work-precision table and benchmarks/work_precision.png), and a bare
+             diffrax.diffeqsolve of the same vector field (jaxflow's overhead)
+  gd         plain GD in JAX (lax loops) at the steps given; its error is first order
+             in the step, so the step (and cost) that matches the flow's error at rtol
+             1e-8 is extrapolated from the measured ones, and said so
+  peers      scipy solve_ivp (DOP853, RK45) on the same jitted gradient; PyTorch GD and
+             torchdiffeq dopri5 in float64 when torch is installed (`pip install
+             ".[bench]"`), else a line saying they were skipped
+  ensemble   seeds per second against batch size, and the first solve's compile time
+
+    python benchmarks/run.py                              # all problems and sections
+    python benchmarks/run.py --problems separable --sections solvers gd --T 100
+    python benchmarks/run.py --size tiny                  # smoke test (CI)
+"""
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxflow as jf
+
+
+HERE = Path(__file__).resolve().parent
+SOLVERS = {
+    "Tsit5": dfx.Tsit5,
+    "Dopri5": dfx.Dopri5,
+    "Dopri8": dfx.Dopri8,
+    "Kvaerno5": dfx.Kvaerno5,
+}
+
+
+def problem(name, size):
+    """(flow, model, description) for a problem at `size` ("full", "small", "tiny")."""
+    dkey, mkey = jax.random.split(jax.random.key(0))
+    if name == "separable":
+        n, d, width = {"full": (200, 20, 50), "small": (100, 20, 20)}.get(
+            size, (20, 5, 5)
+        )
+        data = jf.datasets.separable(dkey, n, d, 0.3)
+        net = jf.models.TwoLayerReLU(d, width, scale=1e-6, key=mkey)
+        return (
+            jf.GradientFlow(jf.losses.exponential, data),
+            net,
+            f"separable n={n}, d={d}, width {width}, balanced 1e-6, exponential",
+        )
+    if name == "mnist":
+        n = {"full": 2000, "small": 500}.get(size, 50)
+        data = jf.datasets.mnist(n=n)
+        net = jf.models.TwoLayerReLU(784, 50, scale=1e-6, init="gaussian", key=mkey)
+        return (
+            jf.GradientFlow(jf.losses.exponential, data),
+            net,
+            f"MNIST 0 vs 1, n={n}, width 50, gaussian 1e-6, exponential",
+        )
+    width = {"full": 200, "small": 50}.get(size, 10)
+    data = jf.datasets.boursier_flammarion()
+    net = jf.models.TwoLayerReLU(1, width, scale=0.1, bias=True, fan="width", key=mkey)
+    return (
+        jf.GradientFlow(jf.losses.square, data),
+        net,
+        f"Boursier-Flammarion, width {width}, lambda 0.1, square (min-norm kinks)",
+    )
+
+
+def flat(model) -> np.ndarray:
+    return np.asarray(
+        jax.flatten_util.ravel_pytree(eqx.filter(model, eqx.is_inexact_array))[0]
+    )
+
+
+def timed(fn):
+    """Result and wall seconds of `fn()`, run once before to compile."""
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - start
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def solvers_section(flow, net, T, ref, rtols, out):
+    rows, points = [], {}
+    ts = jnp.array([T])
+    for name, cls in SOLVERS.items():
+        for rtol in rtols:
+            if name == "Kvaerno5" and rtol < 1e-8:
+                continue  # implicit: its Newton tolerance follows rtol; slow here
+            sol, sec = timed(
+                lambda: jf.solve(
+                    flow,
+                    net,
+                    t1=T,
+                    ts=ts,
+                    rtol=rtol,
+                    solver=cls(),
+                    metrics={},
+                    max_steps=10**6,
+                )  # fmt: skip
+            )
+            err = rel(flat(sol.final), ref)
+            evals = int(sol.stats["num_vf_evals"])  # -1: not counted (implicit)
+            points.setdefault(name, []).append((err, sec, evals))
+            rows.append([
+                name, f"{rtol:.0e}", f"{err:.2e}", evals if evals >= 0 else "n/a",
+                int(sol.stats["num_accepted_steps"]),
+                int(sol.stats["num_rejected_steps"]), str(sol.status_name),
+                f"{sec:.3f}",
+            ])  # fmt: skip
+    text = table(
+        ["solver", "rtol", "rel. error at T", "grad evals", "accepted", "rejected",
+         "status", "wall s"],
+        rows,
+    )  # fmt: skip
+    out["work_precision"] = points
+    return text
+
+
+def overhead_section(flow, net, T, rtols):
+    """jaxflow.solve against a bare diffeqsolve of the same field (plain kinks, Tsit5,
+    same controller, only the end saved)."""
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    rows = []
+    for rtol in rtols:
+        scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(params))
+        atol = rtol * scale
+
+        @jax.jit
+        def bare(params):
+            return dfx.diffeqsolve(
+                dfx.ODETerm(lambda t, y, a: flow.vector_field(t, y, static)),
+                dfx.Tsit5(), 0.0, T, None, params,
+                saveat=dfx.SaveAt(t1=True),
+                stepsize_controller=dfx.PIDController(
+                    rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.3
+                ),
+                max_steps=10**6,
+            )  # fmt: skip
+
+        ref_sol, bare_s = timed(lambda: bare(params))
+        sol, ours_s = timed(
+            lambda: jf.solve(
+                flow,
+                net,
+                t1=T,
+                ts=jnp.array([T]),
+                rtol=rtol,
+                metrics={},
+                kinks="plain",
+                max_steps=10**6,
+            )  # fmt: skip
+        )
+        rows.append([
+            f"{rtol:.0e}", int(ref_sol.stats["num_steps"]),
+            int(sol.stats["num_steps"]), f"{bare_s:.3f}", f"{ours_s:.3f}",
+            f"{ours_s / bare_s - 1:+.1%}",
+        ])  # fmt: skip
+    return table(
+        ["rtol", "bare steps", "jaxflow steps", "bare diffrax s", "jaxflow s",
+         "overhead"],
+        rows,
+    )  # fmt: skip
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def gd_section(flow, net, T, ref, lrs, target):
+    """GD at the given steps; `target` = (error, grad evals, seconds) of the flow."""
+    rows, fits = [], []
+    for lr in lrs:
+        steps = int(round(T / lr))
+        sol, sec = timed(
+            lambda: jf.gradient_descent(
+                flow, net, lr=lr, steps=steps, ts=jnp.array([steps * lr]), metrics={}
+            )
+        )
+        err = rel(flat(sol.final), ref)
+        fits.append((lr, err, sec / steps))
+        rows.append([f"{lr:g}", steps, f"{err:.2e}", f"{sec:.3f}", "measured"])
+    # GD's error is first order in its step: lr_needed = lr * target_err / err.
+    lr0, err0, per_step = fits[-1]
+    lr_needed = lr0 * target[0] / err0
+    steps_needed = T / lr_needed
+    rows.append([
+        f"{lr_needed:.2g}", f"{steps_needed:.3g}", f"{target[0]:.2e}",
+        f"{steps_needed * per_step:.3g}", "extrapolated (error ∝ step)",
+    ])  # fmt: skip
+    ratio_evals = steps_needed / target[1]
+    ratio_time = steps_needed * per_step / target[2]
+    text = table(["GD step", "steps", "rel. error at T", "wall s", ""], rows)
+    text += (
+        f"\n\nTo match the flow's error {target[0]:.2e} (Tsit5, rtol 1e-8: "
+        f"{target[1]} gradient evaluations, {target[2]:.3f} s) GD needs "
+        f"{ratio_evals:.3g}× more gradient evaluations and {ratio_time:.3g}× the wall "
+        f"time (extrapolated from step {lr0:g})."
+    )
+    return text
+
+
+def scipy_section(flow, net, T, ref, rtols):
+    from scipy.integrate import solve_ivp
+
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    x0, unravel = jax.flatten_util.ravel_pytree(params)
+    scale = float(jnp.max(jnp.abs(x0)))
+    field = jax.jit(
+        lambda x: jax.flatten_util.ravel_pytree(
+            flow.vector_field(0.0, unravel(x), static)
+        )[0]
+    )
+    field(x0).block_until_ready()
+    rows = []
+    for method in ("DOP853", "RK45"):
+        for rtol in rtols:
+            start = time.perf_counter()
+            sol = solve_ivp(
+                lambda t, x: np.asarray(field(jnp.asarray(x))), (0.0, T),
+                np.asarray(x0), method=method, rtol=rtol, atol=rtol * scale,
+            )  # fmt: skip
+            sec = time.perf_counter() - start
+            rows.append([
+                f"scipy {method}", f"{rtol:.0e}", f"{rel(sol.y[:, -1], ref):.2e}",
+                sol.nfev, sol.status, f"{sec:.3f}",
+            ])  # fmt: skip
+    return rows
+
+
+def torch_section(flow, net, T, ref, rtols, lrs):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_default_dtype(torch.float64)
+    X = torch.tensor(np.asarray(flow.data.X))
+    y = torch.tensor(np.asarray(flow.data.y))
+    W0 = torch.tensor(np.asarray(net.W))
+    v0 = torch.tensor(np.asarray(net.v))
+    b0 = None if net.b is None else torch.tensor(np.asarray(net.b))
+    exponential = isinstance(flow.loss, jf.losses.Exponential)
+
+    def loss(W, v, b):
+        z = X @ W.T + (0 if b is None else b)
+        pred = torch.relu(z) @ v
+        if exponential:
+            return torch.exp(-y * pred).mean()
+        return ((pred - y) ** 2).mean()
+
+    def unpack(flat_params):
+        h, d = W0.shape
+        W = flat_params[: h * d].reshape(h, d)
+        v = flat_params[h * d : h * d + h]
+        b = None if b0 is None else flat_params[h * d + h :]
+        return W, v, b
+
+    def grad(flat_params):
+        p = flat_params.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(*unpack(p)), p)
+        return g
+
+    # The same flat layout as jaxflow's (the fields in order: W, v, b).
+    parts = [W0.reshape(-1), v0] + ([] if b0 is None else [b0])
+    p0 = torch.cat(parts)
+    rows = []
+    for lr in lrs:
+        steps = int(round(T / lr))
+        p = p0.clone()
+        start = time.perf_counter()
+        for _ in range(steps):
+            p = p - lr * grad(p)
+        sec = time.perf_counter() - start
+        rows.append([f"torch GD lr={lr:g}", "-", f"{rel(p.numpy(), ref):.2e}",
+                     steps, "-", f"{sec:.3f}"])  # fmt: skip
+    try:
+        from torchdiffeq import odeint
+    except ImportError:
+        return rows
+    for rtol in rtols:
+        count = [0]
+
+        def f(t, p):
+            count[0] += 1
+            return -grad(p)
+
+        start = time.perf_counter()
+        out = odeint(f, p0, torch.tensor([0.0, T]), method="dopri5", rtol=rtol,
+                     atol=rtol * float(p0.abs().max()))  # fmt: skip
+        sec = time.perf_counter() - start
+        rows.append([
+            "torchdiffeq dopri5", f"{rtol:.0e}", f"{rel(out[-1].numpy(), ref):.2e}",
+            count[0], "-", f"{sec:.3f}",
+        ])  # fmt: skip
+    return rows
+
+
+def ensemble_section(flow, net_fn, sizes, t1):
+    rows = []
+    start = time.perf_counter()
+    jax.block_until_ready(
+        jf.solve(flow, net_fn(jax.random.key(0)), t1=t1, ts=jnp.array([t1])).final
+    )
+    compile_s = time.perf_counter() - start
+    for size in sizes:
+        keys = jax.random.split(jax.random.key(1), size)
+        run = lambda: jf.solve_ensemble(  # noqa: E731
+            flow, net_fn, keys, t1=t1, ts=jnp.array([t1]), batch_size=size,
+            segments=1, metrics={"loss": jf.metrics.loss},
+        )  # fmt: skip
+        ens, sec = timed(run)
+        rows.append([size, f"{size / sec:.1f}", f"{sec:.2f}",
+                     ", ".join(sorted(set(map(str, ens.status_name))))])  # fmt: skip
+    text = table(["seeds", "seeds/s", "wall s", "statuses"], rows)
+    return text + f"\n\nFirst solve (one seed), compile and run: {compile_s:.1f} s."
+
+
+def equal_error_ratio(error, seconds, points) -> str:
+    """`seconds` over the wall time of the cheapest jaxflow run (`points`: (error,
+    seconds, evals)) whose error is at most `error`; "-" where none is."""
+    within = [sec for err, sec, _ in points if err <= error]
+    return f"{seconds / min(within):.3g}" if within else "-"
+
+
+def plot(points, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    for name, pts in points.items():
+        err, sec, _ = zip(*pts)
+        ax.loglog(sec, err, "o-", label=name)
+    ax.set(xlabel="wall time (s)", ylabel="relative error at T", title=title)
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="+", default=["separable", "mnist", "bf"],
+                        choices=["separable", "mnist", "bf"])  # fmt: skip
+    parser.add_argument("--sections", nargs="+",
+                        default=["solvers", "gd", "peers", "ensemble"],
+                        choices=["solvers", "gd", "peers", "ensemble"])  # fmt: skip
+    parser.add_argument("--size", default="full", choices=["full", "small", "tiny"])
+    parser.add_argument("--T", type=float, default=None, help="horizon (1e3)")
+    parser.add_argument("--rtols", type=float, nargs="+",
+                        default=[1e-4, 1e-6, 1e-8, 1e-10])  # fmt: skip
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-2, 1e-3])
+    parser.add_argument("--batches", type=int, nargs="+",
+                        default=[1, 16, 64, 256, 1024])  # fmt: skip
+    args = parser.parse_args()
+    tiny = args.size == "tiny"
+    T = args.T if args.T is not None else (10.0 if tiny else 1e3)
+    rtols = [1e-4, 1e-8] if tiny else args.rtols
+    lrs = [1e-1, 1e-2] if tiny else args.lrs
+    batches = [1, 4] if tiny else args.batches
+    device = jax.devices()[0]
+    print(
+        f"# jaxflow performance suite: {platform.machine()}, {device.platform} "
+        f"({device.device_kind}), {os.cpu_count()} cores, jax {jax.__version__}, "
+        f"jaxflow {jf.__version__}, float64; T = {T:g}, size {args.size}"
+    )
+    if device.platform == "cpu":
+        print("# no GPU on this machine: GPU rows are not measured here.")
+    for name in args.problems:
+        try:
+            flow, net, text = problem(name, args.size)
+        except FileNotFoundError as e:
+            print(f"\n## {name}: skipped ({str(e).split('. ')[0]})")
+            continue
+        ref_sol = jf.solve(
+            flow, net, t1=T, ts=jnp.array([T]), rtol=1e-12, solver=dfx.Dopri8(),
+            metrics={}, max_steps=10**6,
+        )  # fmt: skip
+        ref = flat(ref_sol.final)
+        print(f"\n## {name}: {text}, T = {T:g}")
+        print(
+            f"Reference: Dopri8 rtol 1e-12, {int(ref_sol.stats['num_accepted_steps'])}"
+            f" steps, status {ref_sol.status_name}."
+        )
+        out = {}
+        if "solvers" in args.sections:
+            print("\n### Solvers (jaxflow.solve; work-precision)\n")
+            print(solvers_section(flow, net, T, ref, rtols, out), flush=True)
+            if name != "bf":
+                print("\n### jaxflow against a bare diffrax.diffeqsolve (Tsit5)\n")
+                print(overhead_section(flow, net, T, rtols[1:3] or rtols), flush=True)
+            plot(out["work_precision"], HERE / f"work_precision_{name}.png",
+                 f"{name}, T={T:g}")  # fmt: skip
+        target_sol, target_s = timed(
+            lambda: jf.solve(
+                flow,
+                net,
+                t1=T,
+                ts=jnp.array([T]),
+                rtol=1e-8,
+                metrics={},
+                max_steps=10**6,
+            )  # fmt: skip
+        )
+        target = (
+            rel(flat(target_sol.final), ref),
+            int(target_sol.stats["num_vf_evals"]),
+            target_s,
+        )
+        if "gd" in args.sections:
+            print("\n### Gradient descent in JAX\n")
+            print(gd_section(flow, net, T, ref, lrs, target), flush=True)
+        if "peers" in args.sections and name != "bf":
+            print("\n### Peers (same vector field, float64)\n")
+            rows = scipy_section(flow, net, T, ref, rtols[:2] if not tiny else rtols)
+            torch_rows = torch_section(flow, net, T, ref, rtols[:2], lrs[:1])
+            if torch_rows is None:
+                print("(torch not installed: PyTorch GD and torchdiffeq skipped)\n")
+            else:
+                rows += torch_rows
+            tsit5 = out.get("work_precision", {}).get("Tsit5") or [
+                (target[0], target[2], target[1])
+            ]
+            for row in rows:
+                row.append(equal_error_ratio(float(row[2]), float(row[-1]), tsit5))
+            rows.append([
+                "jaxflow Tsit5", "1e-08", f"{target[0]:.2e}", target[1], "-",
+                f"{target[2]:.3f}", "1",
+            ])  # fmt: skip
+            print(table(["method", "rtol", "rel. error at T", "grad evals", "status",
+                         "wall s", "its time / jaxflow's at equal error"], rows),
+                  flush=True)  # fmt: skip
+        if "ensemble" in args.sections and name == "separable":
+            print("\n### Ensembles: seeds per second (t1 = 1)\n")
+            d, width = net.W.shape[1], net.W.shape[0]
+            print(ensemble_section(
+                flow, lambda k: jf.models.TwoLayerReLU(d, width, scale=1e-6, key=k),
+                batches, 1.0,
+            ), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

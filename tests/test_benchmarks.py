@@ -1,0 +1,23 @@
+"""The performance suite runs end to end at a tiny size (the numbers come from the full
+run, recorded in benchmarks/RESULTS.md)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_performance_suite_smoke():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--size", "tiny",
+         "--problems", "separable", "--sections", "solvers", "gd", "peers"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    for heading in ("### Solvers", "### jaxflow against a bare", "### Gradient descent",
+                    "### Peers", "scipy DOP853"):  # fmt: skip
+        assert heading in out, out
+    # Every jaxflow solve in the work-precision table succeeded.
+    rows = [line for line in out.splitlines() if line.startswith("| Tsit5 ")]
+    assert rows and all("successful" in line for line in rows)
