@@ -174,7 +174,7 @@ def _box_lsq(
 
     cases = _CASES.reshape(2, *(1,) * (a.ndim - 1), -1)  # (2, 1, ..., 1, 9)
     free0, free1 = cases == 0
-    fixed0, fixed1 = np.where(cases == 2, 1.0, 0.0)
+    fixed0, fixed1 = np.where(cases == 2, 1.0, 0.0).astype(a.dtype)
     det = a * b - c * c
     s0 = jnp.where(
         free0 & free1,

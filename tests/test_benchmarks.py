@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_performance_suite_smoke():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--size", "tiny",
-         "--problems", "separable", "--sections", "solvers", "gd", "peers"],
+         "--problems", "separable", "--sections", "solvers", "overhead", "gd",
+         "peers"],
         capture_output=True, text=True, timeout=600, check=True,
     ).stdout  # fmt: skip
     for heading in ("### Solvers", "### jaxflow against a bare", "### Gradient descent",
