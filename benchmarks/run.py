@@ -385,6 +385,8 @@ def main():
                         choices=["solvers", "overhead", "gd", "peers", "ensemble"])  # fmt: skip
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS),
                         choices=list(SOLVERS))  # fmt: skip
+    parser.add_argument("--figures", type=Path, default=HERE,
+                        help="where the work-precision plots go (benchmarks/)")  # fmt: skip
     parser.add_argument("--size", default="full", choices=["full", "small", "tiny"])
     parser.add_argument("--T", type=float, default=None, help="horizon (1e3)")
     parser.add_argument("--rtols", type=float, nargs="+",
@@ -426,7 +428,7 @@ def main():
         if "solvers" in args.sections:
             print("\n### Solvers (jaxflow.solve; work-precision)\n")
             solvers_section(flow, net, T, ref, rtols, out, args.solvers)
-            plot(out["work_precision"], HERE / f"work_precision_{name}.png",
+            plot(out["work_precision"], args.figures / f"work_precision_{name}.png",
                  f"{name}, T={T:g}")  # fmt: skip
         if "overhead" in args.sections and name != "bf":
             print("\n### jaxflow against a bare diffrax.diffeqsolve (Tsit5)\n")

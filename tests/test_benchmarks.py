@@ -9,11 +9,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_performance_suite_smoke():
+def test_performance_suite_smoke(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--size", "tiny",
          "--problems", "separable", "--sections", "solvers", "overhead", "gd",
-         "peers"],
+         "peers", "--figures", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=True,
     ).stdout  # fmt: skip
     for heading in ("### Solvers", "### jaxflow against a bare", "### Gradient descent",
@@ -22,3 +22,4 @@ def test_performance_suite_smoke():
     # Every jaxflow solve in the work-precision table succeeded.
     rows = [line for line in out.splitlines() if line.startswith("| Tsit5 ")]
     assert rows and all("successful" in line for line in rows)
+    assert (tmp_path / "work_precision_separable.png").stat().st_size > 10_000
