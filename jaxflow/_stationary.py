@@ -195,8 +195,9 @@ def _flat(model):
 
 
 def _living(flow: GradientFlow, model):
-    """Which neurons to differentiate: `(alive, keep)` boolean `(width,)` masks, or
-    `(None, None)` for a model without kinks.
+    """Which neurons to differentiate: `(alive, keep, active)`, two boolean `(width,)`
+    masks and the activation pattern `(n, width)`, or `(None, None, None)` for a model
+    without kinks.
 
     `alive` marks the neurons active on some point. The loss on the activation pattern
     does not depend on the other neurons' parameters at all (a zero block of its
@@ -207,14 +208,14 @@ def _living(flow: GradientFlow, model):
     """
     active = _pattern(flow, model)
     if active is None:
-        return None, None
+        return None, None, None
     alive = np.asarray(jnp.any(active, axis=0))
     count = max(int(alive.sum()), 8)
     step = 1 << max(int(np.log2(count)) - 3, 0)
     size = min(alive.size, -(-count // step) * step)
     keep = alive.copy()
     keep[np.flatnonzero(~alive)[: size - alive.sum()]] = True
-    return alive, keep
+    return alive, keep, active
 
 
 def _neurons_at(model, keep):
@@ -309,7 +310,7 @@ def polish(
     if not 0 < rtol < 1:
         raise ValueError(f"polish: `rtol` must be in (0, 1), got {rtol!r}.")
     model = _on_device(model)
-    full, (alive, keep) = model, _living(flow, model)
+    full, (alive, keep, full_active) = model, _living(flow, model)
     active = None
     points = neurons = np.zeros(0, int)
     if alive is not None and not alive.any():  # nothing to move
@@ -319,7 +320,7 @@ def polish(
         # Newton on the living neurons only (neurons active on no point have no
         # gradient on the pattern, and are not moved).
         model = _neurons_at(model, keep)
-        active = _pattern(flow, model)
+        active = full_active[:, keep]
         # Living neurons' pairs on a kink: constraints z_ij = 0, with multipliers.
         X = flow.data.X
         scale = kink_scale(X, model.W, model.b)
@@ -331,7 +332,7 @@ def polish(
         # the others (it could move a dead neuron sitting on a kink off it).
         living = _neurons_at(_flat(model)[1](x), alive[keep])
         polished, model = _with_neurons_at(full, alive, living), full
-        active = _pattern(flow, model)
+        active = full_active
     else:
         polished = _flat(model)[1](x)
     x0 = _flat(model)[0]
@@ -381,10 +382,9 @@ def hessian_eigenvalues(
     reorthogonalisation, started from a random vector from `key`): the lowest is
     accurate, and a repeated eigenvalue appears once.
     """
-    full, (alive, keep) = model, _living(flow, model)
+    full, (alive, keep, active) = model, _living(flow, model)
     if alive is not None:
-        model = _neurons_at(model, keep)
-    active = _pattern(flow, model)
+        model, active = _neurons_at(model, keep), active[:, keep]
     x0, rebuild = _flat(model)
 
     def in_full(values, vector):

@@ -24,6 +24,7 @@ from .._ensemble import solve_ensemble
 from .._flow import GradientFlow
 from .._gd import gradient_descent
 from .._solve import solve
+from .._stationary import _flat
 from ..losses import half_square, population
 from ..losses._population import GaussianTeacher
 from ..models import NeuronChain
@@ -184,8 +185,7 @@ def neuron_summary(results: dict, scales, loss_level, angle_level) -> dict:
 
 
 def _flat_params(model) -> np.ndarray:
-    params = eqx.filter(model, eqx.is_inexact_array)
-    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)])
+    return np.asarray(_flat(model)[0])
 
 
 def _population_reference(depth, scale, d, t, rtol, key):
@@ -270,33 +270,45 @@ def gd_gap(
             "slope": slope, "status": str(exact.status_name)}  # fmt: skip
 
 
+def _table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+
+
 def neuron_report(summary: dict) -> str:
     """The study's tables, in markdown: median times per depth and scale with the
     fitted slopes; the finite-sample gaps; GD's errors."""
+
+    def spread(r, name):
+        return (
+            f"{r[name + '_time_median']:.4g} [{r[name + '_time_q25']:.3g}, "
+            f"{r[name + '_time_q75']:.3g}]"
+        )
+
     lines = [
         f"Time to loss < {summary['loss_level']:g} and to angle < "
         f"{summary['angle_level']:g} (median over seeds [quartiles]; reached/seeds):",
         "",
-        "| depth | scale | loss time | angle time | reached | steps acc/rej (max) "
-        "| statuses |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for depth, block in summary["depths"].items():
-        for r in block["rows"]:
-            lines.append(
-                f"| {depth} | {r['scale']:g} | {r['loss_time_median']:.4g} "
-                f"[{r['loss_time_q25']:.3g}, {r['loss_time_q75']:.3g}] | "
-                f"{r['angle_time_median']:.4g} [{r['angle_time_q25']:.3g}, "
-                f"{r['angle_time_q75']:.3g}] | {min(r['loss_reached'], r['angle_reached'])}"
-                f"/{r['seeds']} | {r['steps_accepted_max']}/{r['steps_rejected_max']} "
-                f"| {', '.join(r['statuses'])} |"
-            )
-    lines += ["", "| depth | slope of log loss time vs log scale | slope of log angle "
-              "time vs log scale |", "|---|---|---|"]  # fmt: skip
-    for depth, block in summary["depths"].items():
-        lines.append(
-            f"| {depth} | {block['slope_loss']:+.3f} | {block['slope_angle']:+.3f} |"
-        )
+    lines += _table(
+        ["depth", "scale", "loss time", "angle time", "reached",
+         "steps acc/rej (max)", "statuses"],
+        [
+            [depth, f"{r['scale']:g}", spread(r, "loss"), spread(r, "angle"),
+             f"{min(r['loss_reached'], r['angle_reached'])}/{r['seeds']}",
+             f"{r['steps_accepted_max']}/{r['steps_rejected_max']}",
+             ", ".join(r["statuses"])]
+            for depth, block in summary["depths"].items()
+            for r in block["rows"]
+        ],
+    )  # fmt: skip
+    lines.append("")
+    lines += _table(
+        ["depth", "slope of log loss time vs log scale",
+         "slope of log angle time vs log scale"],
+        [[depth, f"{b['slope_loss']:+.3f}", f"{b['slope_angle']:+.3f}"]
+         for depth, b in summary["depths"].items()],
+    )  # fmt: skip
     if summary.get("finite_sample"):
         f = summary["finite_sample"]
         lines += [
@@ -305,14 +317,12 @@ def neuron_report(summary: dict) -> str:
             f"{f['scale']:g}, d {f['d']}, t = {f['t']:g}, {f['draws']} data sets per n; "
             f"fitted slope of log gap vs log n: {f['slope']:+.3f}",
             "",
-            "| n | relative parameter gap (mean ± std) | statuses |",
-            "|---|---|---|",
         ]
-        for r in f["rows"]:
-            lines.append(
-                f"| {r['n']} | {r['gap_mean']:.3e} ± {r['gap_std']:.1e} | "
-                f"{', '.join(r['statuses'])} |"
-            )
+        lines += _table(
+            ["n", "relative parameter gap (mean ± std)", "statuses"],
+            [[r["n"], f"{r['gap_mean']:.3e} ± {r['gap_std']:.1e}",
+              ", ".join(r["statuses"])] for r in f["rows"]],
+        )  # fmt: skip
     if summary.get("gd"):
         g = summary["gd"]
         lines += [
@@ -321,11 +331,11 @@ def neuron_report(summary: dict) -> str:
             f"{g['scale']:g}, population loss, t = {g['t']:g}; fitted slope of log error "
             f"vs log step: {g['slope']:+.3f}",
             "",
-            "| step | steps | relative parameter error |",
-            "|---|---|---|",
         ]
-        for r in g["rows"]:
-            lines.append(f"| {r['lr']:g} | {r['steps']} | {r['error']:.3e} |")
+        lines += _table(
+            ["step", "steps", "relative parameter error"],
+            [[f"{r['lr']:g}", r["steps"], f"{r['error']:.3e}"] for r in g["rows"]],
+        )
     return "\n".join(lines)
 
 
