@@ -123,7 +123,15 @@ class Integrator(eqx.Module):
             values = self._record(evaluate(ts[i]), st.aux, st.counts, st.metrics)
             return i + 1, jax.tree.map(lambda b, v: b.at[i].set(v), saved, values)
 
-        return jax.lax.while_loop(cond, body, (index, saved))
+        # Most steps save nothing: skip the loop then (XLA would otherwise hoist the
+        # work of a loop-invariant save, e.g. the one time of `ts=[t1]`, into every
+        # step).
+        return jax.lax.cond(
+            cond((index, saved)),
+            lambda c: jax.lax.while_loop(cond, body, c),
+            lambda c: c,
+            (index, saved),
+        )
 
     def init(self, y, metrics: dict[str, Callable]) -> State:
         term = self.pieces.term()

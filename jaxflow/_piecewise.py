@@ -97,9 +97,15 @@ class Kinks(eqx.Module):
         F = field(y, trial, self.problem)
         zdot = -(X @ neurons(F.gradient).T)
         s = slot_values(slots, F.multipliers, zdot)
-        slide = new & (s > 0) & (s < 1)
-        leave = new & ~slide
         up = jnp.where(zdot != 0, zdot > 0, s >= 0.5)
+        # A pair the field sends back to the side it just crossed from is at a
+        # tangency (its field on that side turns at the kink), or the step's error
+        # carried it over: either way it slides, and leaves when the field takes it
+        # off (`_release`). Sending it back would locate the same crossing again at
+        # ever shorter steps.
+        back = up == pattern.active
+        slide = new & (((s > 0) & (s < 1)) | back)
+        leave = new & ~slide
         slots, _ = slots_of(on & ~leave)
         pattern = Pattern(active=trial.active | (leave & up), slots=slots)
         return pattern, overflow, jnp.sum(leave), jnp.sum(slide)

@@ -4,11 +4,12 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import MetricFn, RealScalarLike
-from ._errors import check, describe
+from ._errors import check, describe, is_traced
 from ._flow import GradientFlow
 from ._integrate import Integrator
 from ._kinks import ReLUProblem, supports as supports_min_norm
@@ -50,29 +51,46 @@ def _prepare(flow, model, metrics, fname: str):
     return params, static, metrics
 
 
-def _check_times(ts: ArrayLike, lo, hi, fname: str) -> Array:
-    ts = jnp.asarray(ts)
-    ts = ts if jnp.issubdtype(ts.dtype, jnp.floating) else ts.astype(float)
+def _check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
+    """`ts` as a 1-D float array inside `[lo, hi]`, non-decreasing. Concrete values are
+    checked in NumPy (a solve's set-up should not cost a dozen dispatched JAX ops)."""
+    xp = jnp if is_traced(ts, lo, hi) else np
+    ts = xp.asarray(ts)
+    if dtype is not None:
+        ts = ts.astype(dtype)
+    elif not xp.issubdtype(ts.dtype, xp.floating):
+        ts = ts.astype(float)
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(
             f"{fname}: `ts` must be a non-empty 1-D array of times, got shape "
             f"{ts.shape}."
         )
     # Rounding in e.g. `jnp.geomspace(a, t1)` may overshoot t1 by an ulp: clip that.
-    slack = 8 * jnp.finfo(ts.dtype).eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+    slack = 8 * xp.finfo(ts.dtype).eps * xp.maximum(xp.abs(lo), xp.abs(hi))
     bad = (
         (ts < lo - slack)
         | (ts > hi + slack)
-        | jnp.concatenate([jnp.zeros(1, bool), ts[1:] < ts[:-1]])
+        | xp.concatenate([xp.zeros(1, bool), ts[1:] < ts[:-1]])
     )
     return check(
-        jnp.clip(ts, lo, hi),
+        xp.clip(ts, lo, hi).astype(ts.dtype),
         bad,
         lambda: (
             f"{fname}: `ts` must be non-decreasing and inside [{describe(lo)}, "
             f"{describe(hi)}], got {describe(ts)}."
         ),
     )
+
+
+def _default_atol(params, rtol):
+    """`rtol · max|θ|` (`rtol` where θ = 0), in NumPy when the parameters are
+    concrete."""
+    leaves = jax.tree.leaves(params)
+    if is_traced(leaves):
+        scale = jnp.max(jnp.array([jnp.max(jnp.abs(x), initial=0.0) for x in leaves]))
+        return rtol * jnp.where(scale > 0, scale, 1.0)
+    scale = max(float(np.max(np.abs(x), initial=0.0)) for x in leaves)
+    return rtol * (scale if scale > 0 else 1.0)
 
 
 def _save(params, static, flow, metrics: dict[str, MetricFn], save_models: bool):
@@ -328,18 +346,19 @@ def solve(
         )
     # Times in the parameters' precision: diffrax mixes them with the state.
     tdtype = jnp.result_type(*jax.tree.leaves(params))
-    t0 = jnp.asarray(t0, dtype=tdtype)
-    t1 = check(
-        jnp.asarray(t1, dtype=tdtype),
-        ~(jnp.asarray(t1) > t0),
-        lambda: f"solve: need t1 > t0, got t0={describe(t0)}, t1={describe(t1)}.",
-    )
-    ts = jnp.linspace(t0, t1, 101) if ts is None else jnp.asarray(ts, dtype=tdtype)
-    ts = _check_times(ts, t0, t1, "solve")
+    xp = jnp if is_traced(t0, t1) else np
+    t0, t1 = xp.asarray(t0, dtype=tdtype), xp.asarray(t1, dtype=tdtype)
+    if is_traced(t0, t1) or not t1 > t0:
+        t1 = check(
+            t1,
+            ~(t1 > t0),
+            lambda: f"solve: need t1 > t0, got t0={describe(t0)}, t1={describe(t1)}.",
+        )
+    ts = xp.linspace(t0, t1, 101) if ts is None else ts
+    ts = _check_times(ts, t0, t1, "solve", dtype=tdtype)
+    # (Concrete times stay NumPy scalars: `_solve` traces them all the same.)
     if atol is None:
-        leaves = jax.tree.leaves(params)
-        scale = jnp.max(jnp.array([jnp.max(jnp.abs(x), initial=0.0) for x in leaves]))
-        atol = rtol * jnp.where(scale > 0, scale, 1.0)
+        atol = _default_atol(params, rtol)
     if stepsize_controller is None:
         stepsize_controller = dfx.PIDController(
             rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.3

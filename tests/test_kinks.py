@@ -152,6 +152,23 @@ def test_sliding_pairs_stay_on_their_kink():
     assert int(sol.stats["num_steps"]) < 1000
 
 
+def test_grazing_pairs_slide_instead_of_recrossing():
+    """Dopri8 at rtol 1e-4, width 200 (the performance suite's problem iii): near
+    t = 41.7 four pairs reach their kink where the field on their side turns tangent.
+    Sent back to that side, each was located crossing again at ever shorter steps and
+    the solve ran out of steps at t = 41.74; they slide instead."""
+    flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
+    net = jf.models.TwoLayerReLU(
+        1, 200, scale=0.1, bias=True, fan="width",
+        key=jax.random.split(jax.random.key(0))[1],
+    )  # fmt: skip
+    sol = jf.solve(flow, net, t1=100.0, ts=jnp.array([100.0]), rtol=1e-4,
+                   solver=dfx.Dopri8(), metrics={}, max_steps=2000)  # fmt: skip
+    assert sol.status == jf.RESULTS.successful
+    assert int(sol.stats["num_steps"]) < 500
+    assert int(sol.stats["num_slides"]) > 0
+
+
 def test_gradient_descent_converges_to_the_sliding_flow():
     """GD crosses a sliding surface back and forth; its error against the min-norm flow
     must still shrink like the step."""
