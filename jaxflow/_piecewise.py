@@ -87,9 +87,11 @@ class Kinks(eqx.Module):
         Z = self.problem.inputs @ neurons(y).T
         return jnp.where(pattern.active, Z, -Z) / self.problem.norms[:, None]
 
-    def _settle(self, y, pattern, new):
+    def _settle(self, y, pattern, new, crossed=True):
         """Put the pairs `new` (at z = 0) on their kink if the minimum-norm field
-        slides along it, else on the side it moves them to."""
+        slides along it, else on the side it moves them to. `crossed`: they just
+        crossed from the side `pattern` gives them (not so for pairs starting on a
+        kink)."""
         X = self.problem.inputs
         on = pattern.on_kink() | new
         slots, overflow = slots_of(on)
@@ -103,7 +105,7 @@ class Kinks(eqx.Module):
         # carried it over: either way it slides, and leaves when the field takes it
         # off (`_release`). Sending it back would locate the same crossing again at
         # ever shorter steps.
-        back = up == pattern.active
+        back = (up == pattern.active) & crossed
         slide = new & (((s > 0) & (s < 1)) | back)
         leave = new & ~slide
         slots, _ = slots_of(on & ~leave)
@@ -132,7 +134,9 @@ class Kinks(eqx.Module):
         # Pairs that start on a kink are settled like a crossing at t0.
         pattern, overflow = pattern_at(y, self.problem, RELEASE)
         y = self._onto_kinks(y, pattern.on_kink())
-        pattern, more, crossings, slides = self._settle(y, pattern, pattern.on_kink())
+        pattern, more, crossings, slides = self._settle(
+            y, pattern, pattern.on_kink(), crossed=False
+        )
         counts = {name: jnp.array(0) for name in self.counts}
         counts["num_crossings"], counts["num_slides"] = crossings, slides
         return y, pattern, counts, overflow | more
