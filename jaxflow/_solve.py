@@ -346,9 +346,10 @@ def solve(
         )
     # Times in the parameters' precision: diffrax mixes them with the state.
     tdtype = jnp.result_type(*jax.tree.leaves(params))
-    xp = jnp if is_traced(t0, t1) else np
+    traced = is_traced(t0, t1)
+    xp = jnp if traced else np
     t0, t1 = xp.asarray(t0, dtype=tdtype), xp.asarray(t1, dtype=tdtype)
-    if is_traced(t0, t1) or not t1 > t0:
+    if traced or not t1 > t0:
         t1 = check(
             t1,
             ~(t1 > t0),
