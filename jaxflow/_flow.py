@@ -65,7 +65,7 @@ class GradientFlow(eqx.Module):
         For a `jaxflow.models.TwoLayerReLU` with a built-in loss on a `Dataset`, pairs
         with $|\langle w_j, x_i\rangle + b_j| \le 10^{-10} \|(w_j, b_j)\| \|(x_i, 1)\|$
         count as on the kink (where the min-norm solve keeps sliding pairs, to rounding);
-        at most two per neuron. For other models it is `gradient(model)`.
+        at most four per neuron. For other models it is `gradient(model)`.
         """
         if _kinks.supports(self, model):
             return _kinks.min_norm_gradient(self, model, _kinks.RELEASE)

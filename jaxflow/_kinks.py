@@ -23,6 +23,7 @@ piece (`field`), so the solver's error control never sees a jump. `jaxflow.solve
 where a pre-activation changes sign and starts a new piece there.
 """
 
+import functools
 import itertools
 
 import equinox as eqx
@@ -38,8 +39,9 @@ from .models import TwoLayerReLU
 
 
 # Most points a neuron can sit on the kink of at once (a pair beyond this ends the solve
-# with status `kink_overflow`). One is generic; two covers sliding along an edge.
-MAX_KINKS = 2  # `_box_lsq` is written out for 2
+# with status `kink_overflow`). One is generic; a neuron sliding along one or two kinks
+# in high dimension meets more (MNIST 0 vs 1, n = 500: three at t = 300).
+MAX_KINKS = 4  # >= 2
 
 # A pair on a kink whose |z_ij| grows past this, relative to ||u_j|| ||x_i||, has left.
 RELEASE = 1e-10
@@ -113,18 +115,18 @@ def slots_of(on_kink: Bool[Array, "n h"]) -> tuple[Int[Array, "h k"], Bool[Array
     """The kink slots holding the pairs marked in `on_kink` (per neuron, its first
     `MAX_KINKS` marked points in increasing order), and whether some neuron has more
     than `MAX_KINKS` of them."""
-    # One argmax per slot, each past the previous slot's point. (Not lax.top_k or a
-    # cumsum: on the CPU they cost several gradient evaluations, and this runs every
-    # step.)
+    # One min per slot, each past the previous slot's point. (Not lax.top_k, a cumsum
+    # or an argmax: on the CPU they cost several gradient evaluations, and this runs
+    # every step.)
     marked = on_kink.T
-    position = jnp.arange(marked.shape[1])
-    after = jnp.full(marked.shape[0], -1)
+    n = marked.shape[1]
+    position = jnp.arange(n)[None, :]
+    after = jnp.full((marked.shape[0], 1), -1)
     slots = []
     for _ in range(MAX_KINKS):
-        hit = marked & (position[None, :] > after[:, None])
-        after = jnp.where(jnp.any(hit, axis=1), jnp.argmax(hit, axis=1), -1)
-        slots.append(after)
-        after = jnp.where(after >= 0, after, marked.shape[1])
+        after = jnp.min(jnp.where(marked & (position > after), position, n), axis=1)
+        slots.append(jnp.where(after < n, after, -1))
+        after = after[:, None]
     overflow = jnp.any(jnp.sum(marked, axis=1) > MAX_KINKS)
     return jnp.stack(slots, axis=1).astype(jnp.int32), overflow
 
@@ -146,70 +148,99 @@ def pattern_at(
     return Pattern(active=(Z > 0) & ~near, slots=slots), overflow
 
 
-# All ways to treat each slot in the box QP: 0 free, 1 at its lower, 2 at its upper
-# bound; as columns, one row per slot.
-_CASES = np.array(list(itertools.product((0, 1, 2), repeat=MAX_KINKS)), np.int32).T
+def _faces(k: int) -> np.ndarray:
+    """All ways to treat each of `k` slots in the box QP: 0 free, 1 at its lower, 2 at
+    its upper bound; as columns, one row per slot."""
+    return np.array(list(itertools.product((0, 1, 2), repeat=k)), np.int32).T
+
+
+def _solve_spd(A: list[list[Array]], b: list[Array]) -> list[Array]:
+    """Solve $A s = b$ for a small symmetric positive definite $A$ given entry by entry
+    (`A[i][j]`, `b[i]`: arrays, one system per element), by Gaussian elimination
+    without pivoting, written out in elementwise arithmetic."""
+    k = len(b)
+    A = [list(row) for row in A]
+    b = list(b)
+    for p in range(k):
+        for i in range(p + 1, k):
+            factor = A[i][p] / A[p][p]
+            for j in range(p + 1, k):
+                A[i][j] = A[i][j] - factor * A[p][j]
+            b[i] = b[i] - factor * b[p]
+    s = [None] * k
+    for i in reversed(range(k)):
+        rest = sum((A[i][j] * s[j] for j in range(i + 1, k)), jnp.zeros_like(b[i]))
+        s[i] = (b[i] - rest) / A[i][i]
+    return s
 
 
 def _box_lsq(
-    g: Float[Array, "*h d1"], M: Float[Array, "*h 2 d1"], valid: Bool[Array, "*h 2"]
-) -> Float[Array, "*h 2"]:
-    """$\\arg\\min_{s \\in [0,1]^2} \\|g + M^\\top s\\|^2$, exactly, by checking the
-    KKT conditions of all 9 faces of the box; over any leading (neuron) axes.
+    g: Float[Array, "*h d1"], M: Float[Array, "*h k d1"], valid: Bool[Array, "*h k"]
+) -> Float[Array, "*h k"]:
+    """$\\arg\\min_{s \\in [0,1]^k} \\|g + M^\\top s\\|^2$, exactly, by checking the
+    KKT conditions on all $3^k$ faces of the box ($k$ = `MAX_KINKS`); over any leading
+    (neuron) axes.
 
-    Written out for two slots (`MAX_KINKS`) in elementwise arithmetic: one QP per
-    neuron as a batch of tiny `linalg.solve`s and matrix products cost 60 times the
+    On a face, the free coordinates solve the normal equations with the others at
+    their bounds. Everything is elementwise arithmetic over (neurons, faces): one QP
+    per neuron as a batch of tiny `linalg.solve`s and matrix products cost 60 times the
     rest of the field on the CPU at width 1000.
     """
+    k = M.shape[-2]
     M = jnp.where(valid[..., None], M, 0.0)
-    a, b = jnp.sum(M[..., 0, :] ** 2, -1), jnp.sum(M[..., 1, :] ** 2, -1)
-    c = jnp.sum(M[..., 0, :] * M[..., 1, :], -1)
-    q0, q1 = jnp.sum(M[..., 0, :] * g, -1), jnp.sum(M[..., 1, :] * g, -1)
-    size = jnp.maximum(a, b) + jnp.maximum(jnp.abs(q0), jnp.abs(q1))
+    H = [[jnp.sum(M[..., i, :] * M[..., j, :], -1) for j in range(k)] for i in range(k)]
+    q = [jnp.sum(M[..., i, :] * g, -1) for i in range(k)]
+    size = functools.reduce(
+        jnp.maximum, [H[i][i] for i in range(k)]
+    ) + functools.reduce(jnp.maximum, [jnp.abs(x) for x in q])
     size = jnp.where(size > 0, size, 1.0)
     # Empty slots, or a singular H (a point whose residual is 0), stay well posed.
-    a = a + jnp.where(valid[..., 0], 1e-14 * size, 1.0)
-    b = b + jnp.where(valid[..., 1], 1e-14 * size, 1.0)
-    a, b, c, q0, q1, size = (x[..., None] for x in (a, b, c, q0, q1, size))
+    for i in range(k):
+        H[i][i] = H[i][i] + jnp.where(valid[..., i], 1e-14 * size, 1.0)
+    # Over faces: a trailing axis.
+    H = [[x[..., None] for x in row] for row in H]
+    q = [x[..., None] for x in q]
+    size = size[..., None]
+    cases = _faces(k).reshape(k, *(1,) * (valid.ndim - 1), -1)  # (k, 1, ..., 1, 3^k)
+    free = [cases[i] == 0 for i in range(k)]
+    bound = [np.where(cases[i] == 2, 1.0, 0.0).astype(g.dtype) for i in range(k)]
+    # The free coordinates' normal equations; a fixed one's row is s_i = its bound.
+    A = [
+        [
+            jnp.where(free[i] & free[j], H[i][j], 1.0 if i == j else 0.0)
+            for j in range(k)
+        ]
+        for i in range(k)
+    ]
+    b = [
+        jnp.where(
+            free[i],
+            -(
+                q[i]
+                + sum(jnp.where(free[j], 0.0, H[i][j] * bound[j]) for j in range(k))
+            ),
+            bound[i],
+        )
+        for i in range(k)
+    ]
+    s = _solve_spd(A, b)
+    slope = [q[i] + sum(H[i][j] * s[j] for j in range(k)) for i in range(k)]
 
-    cases = _CASES.reshape(2, *(1,) * (a.ndim - 1), -1)  # (2, 1, ..., 1, 9)
-    free0, free1 = cases == 0
-    fixed0, fixed1 = np.where(cases == 2, 1.0, 0.0).astype(a.dtype)
-    det = a * b - c * c
-    s0 = jnp.where(
-        free0 & free1,
-        (c * q1 - b * q0) / det,
-        jnp.where(free0, -(q0 + c * fixed1) / a, fixed0),
-    )
-    s1 = jnp.where(
-        free0 & free1,
-        (c * q0 - a * q1) / det,
-        jnp.where(free1, -(q1 + c * fixed0) / b, fixed1),
-    )
-    slope0, slope1 = a * s0 + c * s1 + q0, c * s0 + b * s1 + q1
-
-    def violation(free, low, s, slope):
-        outside = jnp.maximum(-s, 0) + jnp.maximum(s - 1, 0)
-        wrong_way = jnp.where(low, jnp.maximum(-slope, 0), jnp.maximum(slope, 0))
-        return jnp.where(free, outside, wrong_way / size)
-
-    bad = violation(free0, cases[0] == 1, s0, slope0) + violation(
-        free1, cases[1] == 1, s1, slope1
-    )
-    objective = s0 * (0.5 * slope0 + 0.5 * q0) + s1 * (0.5 * slope1 + 0.5 * q1)
+    bad = 0.0
+    for i in range(k):
+        outside = jnp.maximum(-s[i], 0) + jnp.maximum(s[i] - 1, 0)
+        wrong_way = jnp.where(
+            cases[i] == 1, jnp.maximum(-slope[i], 0), jnp.maximum(slope[i], 0)
+        )
+        bad = bad + jnp.where(free[i], outside, wrong_way / size)
+    objective = sum(s[i] * (0.5 * slope[i] + 0.5 * q[i]) for i in range(k))
     feasible = bad <= 1e-10
     best = jnp.where(
         jnp.any(feasible, axis=-1),
         jnp.argmin(jnp.where(feasible, objective, jnp.inf), axis=-1),
         jnp.argmin(bad, axis=-1),
     )[..., None]
-    s = jnp.concatenate(
-        [
-            jnp.take_along_axis(s0, best, axis=-1),
-            jnp.take_along_axis(s1, best, axis=-1),
-        ],
-        axis=-1,
-    )
+    s = jnp.concatenate([jnp.take_along_axis(x, best, axis=-1) for x in s], axis=-1)
     return jnp.where(valid, jnp.clip(s, 0.0, 1.0), 0.0)
 
 
@@ -252,7 +283,14 @@ def field(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem) -> Field
     M = jnp.where(valid, v[:, None] * r[index], 0.0)[..., None] * X[index]
 
     def on_kinks(gU):
-        s = _box_lsq(gU, M, valid)
+        # Slots fill in order, and nearly always a neuron has at most two points on
+        # its kink: the 9-face QP on the first two slots, the 3^MAX_KINKS-face one
+        # only when some neuron has more (it costs 5 times the field on problem iii).
+        two = _box_lsq(gU, M[:, :2], valid[:, :2])
+        s = jnp.concatenate(
+            [two, jnp.zeros((two.shape[0], MAX_KINKS - 2), two.dtype)], 1
+        )
+        s = when(jnp.any(valid[:, 2:]), lambda: _box_lsq(gU, M, valid), s)
         return gU + jnp.sum(s[..., None] * M, axis=1), s
 
     gU, s = when(

@@ -82,9 +82,13 @@ class Kinks(eqx.Module):
             )
         )
 
-    def _excess(self, y, pattern):
-        """Pre-activations signed so that positive agrees with `pattern`."""
-        Z = self.problem.inputs @ neurons(y).T
+    def _preactivations(self, y):
+        return self.problem.inputs @ neurons(y).T
+
+    def _excess(self, y, pattern, Z=None):
+        """Pre-activations (`Z`, if already computed) signed so that positive agrees
+        with `pattern`, per unit input norm."""
+        Z = self._preactivations(y) if Z is None else Z
         return jnp.where(pattern.active, Z, -Z) / self.problem.norms[:, None]
 
     def _settle(self, y, pattern, new, crossed=True):
@@ -112,19 +116,21 @@ class Kinks(eqx.Module):
         pattern = Pattern(active=trial.active | (leave & up), slots=slots)
         return pattern, overflow, jnp.sum(leave), jnp.sum(slide)
 
-    def _onto_kinks(self, y, new):
-        """Move the neurons so that z_ij = 0 exactly for the pairs `new`."""
+    def _onto_kinks(self, y, new, Z):
+        """Move the neurons so that z_ij = 0 exactly for the pairs `new`; and the
+        pre-activations there (`Z`: at `y`)."""
         X = self.problem.inputs
-        Z = X @ neurons(y).T
         U = neurons(y) - jnp.where(new, Z / self.problem.norms[:, None] ** 2, 0.0).T @ X
         if y.b is None:
-            return eqx.tree_at(lambda m: m.W, y, U)
-        d = y.W.shape[1]
-        return eqx.tree_at(lambda m: (m.W, m.b), y, (U[:, :d], U[:, d]))
+            y = eqx.tree_at(lambda m: m.W, y, U)
+        else:
+            d = y.W.shape[1]
+            y = eqx.tree_at(lambda m: (m.W, m.b), y, (U[:, :d], U[:, d]))
+        return y, self._preactivations(y)
 
-    def _release(self, y, pattern):
-        """Pairs on a kink whose pre-activation has grown away from zero leave it."""
-        Z = self.problem.inputs @ neurons(y).T
+    def _release(self, y, pattern, Z):
+        """Pairs on a kink whose pre-activation (`Z`, at `y`) has grown away from zero
+        leave it."""
         on = pattern.on_kink()
         gone = on & (jnp.abs(Z) > RELEASE * pair_scale(y, self.problem))
         slots, _ = slots_of(on & ~gone)
@@ -133,7 +139,7 @@ class Kinks(eqx.Module):
     def init(self, y):
         # Pairs that start on a kink are settled like a crossing at t0.
         pattern, overflow = pattern_at(y, self.problem, RELEASE)
-        y = self._onto_kinks(y, pattern.on_kink())
+        y, _ = self._onto_kinks(y, pattern.on_kink(), self._preactivations(y))
         pattern, more, crossings, slides = self._settle(
             y, pattern, pattern.on_kink(), crossed=False
         )
@@ -159,28 +165,71 @@ class Kinks(eqx.Module):
         budget = 0.25 * size / jnp.maximum(jnp.sum(crossed), 1).astype(error.dtype)
         crossed = crossed & (error > budget)
         event = jnp.any(crossed)
+        signed = self._excess(y1, pattern, Z1)
+        t_cut = when(
+            event,
+            lambda: self._first_crossing(t0, t1, signed, crossed, pattern, interp),
+            t1,
+        )
+        return event, t_cut, crossed
 
-        def psi(t):
+    def _first_crossing(self, t0, t1, e1, crossed, pattern, interp):
+        """The first time in [t0, t1] at which one of the pairs `crossed` reaches its
+        kink; `e1`: their pre-activations at t1 (`_excess`), negative.
+
+        A pre-activation pass over all pairs costs a third of a gradient, and root
+        finding on it takes about ten. So the root is found on one candidate per
+        neuron, the pair that crosses first by linear interpolation between t0 and t1
+        (a dot product each), and one pass at the root checks that no other pair
+        crossed before it; if one did (rare: within a step the pre-activations are
+        nearly linear), the search is repeated over all pairs.
+        """
+        X, norms = self.problem.inputs, self.problem.norms
+        n, h = crossed.shape
+        e0 = jnp.maximum(self._excess(interp.evaluate(t0), pattern), 0.0)
+        fraction = jnp.where(crossed, e0 / (e0 - e1), jnp.inf)
+        first = jnp.min(fraction, axis=0, keepdims=True)
+        row = jnp.min(jnp.where(fraction == first, jnp.arange(n)[:, None], n), axis=0)
+        has = jnp.isfinite(first[0])  # the neuron has a crossed pair
+        row, col = jnp.where(has, row, 0), jnp.arange(h)
+        sign = jnp.where(pattern.active[row, col], 1.0, -1.0)
+        inputs = (sign / norms[row])[:, None] * X[row]
+
+        def candidates(t):
+            e = jnp.sum(inputs * neurons(interp.evaluate(t)), axis=1)
+            return jnp.min(jnp.where(has, e, jnp.inf))
+
+        def everyone(t):
             e = self._excess(interp.evaluate(t), pattern)
             return jnp.min(jnp.where(crossed, e, jnp.inf))
 
-        # psi(t0) costs a pre-activation pass: only when there is a crossing.
-        f0 = when(event, lambda: psi(t0), jnp.zeros_like(t0))
-        signed = jnp.where(pattern.active, Z1, -Z1) / self.problem.norms[:, None]
-        f1 = jnp.min(jnp.where(crossed, signed, jnp.inf))
-        t_cut = first_root(psi, t0, t1, f0, f1, event)
-        return event, jnp.where(event, t_cut, t1), crossed
+        f1 = jnp.min(jnp.where(has, e1[row, col], jnp.inf))
+        # (Under `jax.vmap` this runs for every seed when one has a crossing: the
+        # others do not search.)
+        t_cut = first_root(candidates, t0, t1, candidates(t0), f1, jnp.any(has))
+        # A pair past its kink at t_cut by more than the release band crossed before.
+        y_cut = interp.evaluate(t_cut)
+        band = RELEASE * jnp.linalg.norm(neurons(y_cut), axis=1)
+        missed = jnp.any(crossed & (self._excess(y_cut, pattern) < -band[None, :]))
+        return when(
+            missed,
+            lambda: first_root(
+                everyone, t0, t_cut, everyone(t0), everyone(t_cut), True
+            ),
+            t_cut,
+        )
 
     def switch(self, y, pattern: Pattern, crossed, event, keep):
         """The next piece, at the end `y` of an accepted step (cut at a crossing if
         `event`)."""
-        pattern, exits = self._release(y, pattern)
+        Z = self._preactivations(y)
+        pattern, exits = self._release(y, pattern, Z)
         # Pairs within the release distance of their kink go along (near-copies of a
         # neuron reach a kink together).
         norms = jnp.linalg.norm(neurons(y), axis=1)
-        near = self._excess(y, pattern) <= RELEASE * norms[None, :]
+        near = self._excess(y, pattern, Z) <= RELEASE * norms[None, :]
         new = crossed & near & event
-        y = self._onto_kinks(y, new)
+        y, Z = when(event, lambda: self._onto_kinks(y, new, Z), (y, Z))
         pattern, overflow, crossings, slides = when(
             event,
             lambda: self._settle(y, pattern, new),
@@ -188,11 +237,7 @@ class Kinks(eqx.Module):
         )
         # Pairs that crossed with a small jump change side.
         band = RELEASE * pair_scale(y, self.problem)
-        flip = (
-            ~pattern.on_kink()
-            & ~new
-            & (self._excess(y, pattern) * self.problem.norms[:, None] < -band)
-        )
+        flip = ~pattern.on_kink() & ~new & (jnp.where(pattern.active, Z, -Z) < -band)
         pattern = Pattern(pattern.active ^ flip, pattern.slots)
         counts = {
             "num_kink_events": jnp.where(event, 1, 0),

@@ -29,14 +29,15 @@ def _kink_crossing_problem():
     return jf.GradientFlow(jf.losses.logistic, data), net
 
 
-@pytest.mark.parametrize("valid", [(True, True), (True, False), (False, True)])
-def test_box_least_squares_is_exact(valid):
+@pytest.mark.parametrize("empty", [(), (0,), (1,), (0, 2)])
+def test_box_least_squares_is_exact(empty):
     optimize = pytest.importorskip("scipy.optimize")
-    valid = jnp.array(valid)
+    k = _kinks.MAX_KINKS
+    valid = jnp.array([i not in empty for i in range(k)])
     rng = np.random.default_rng(0)
     for _ in range(30):
-        g = jnp.asarray(rng.normal(size=4))
-        M = jnp.asarray(rng.normal(size=(2, 4)) * rng.uniform(0.1, 3, size=(2, 1)))
+        g = jnp.asarray(rng.normal(size=6))
+        M = jnp.asarray(rng.normal(size=(k, 6)) * rng.uniform(0.1, 3, size=(k, 1)))
         s = _kinks._box_lsq(g, M, valid)
         A = np.asarray(M[np.asarray(valid)].T)
         ref = optimize.lsq_linear(A, -np.asarray(g), bounds=(0, 1), tol=1e-14)
@@ -235,3 +236,37 @@ def test_num_vf_evals_counts_real_gradient_evaluations():
         # find sign changes; + 1: the loss and gradient check at the final state.
         expected = int(sol.stats["num_vf_evals"]) + int(sol.stats["num_steps"]) + 1
         assert len(calls) == expected, type(solver).__name__
+
+
+def test_first_crossing_not_the_first_by_linear_interpolation():
+    """Within a step the crossing is located on one candidate pair per neuron (the
+    first by linear interpolation); a pair of the same neuron that crosses earlier
+    along a curved path must still be found, and a neuron without crossings (here
+    one whose pair sits a hair below its kink) has no candidate."""
+    X = jnp.eye(2)
+    flow = jf.GradientFlow(jf.losses.square, jf.Dataset(X, jnp.ones(2)))
+    net = jf.models.TwoLayerReLU(2, 2, scale=1.0, key=jax.random.key(0))
+    params, _ = eqx.partition(net, eqx.is_inexact_array)
+    pieces = jf._piecewise.Kinks(_kinks.ReLUProblem(flow, net), 1e-8, 1e-8)
+    pattern = _kinks.Pattern(
+        active=jnp.ones((2, 2), bool), slots=-jnp.ones((2, 4), int)
+    )
+
+    class Path(eqx.Module):
+        # Neuron 0: z_a = 1 - 4t + 2.9t^2 crosses at t = 0.328 and ends at -0.1
+        # (linear guess 0.91); z_b = 1 - 2t crosses at 0.5 (linear guess 0.5).
+        def evaluate(self, t):
+            W = jnp.array([[1 - 4 * t + 2.9 * t**2, 1 - 2 * t], [-1e-20, 1.0]])
+            return eqx.tree_at(lambda m: m.W, params, W)
+
+    path = Path()
+    e1 = pieces._excess(path.evaluate(1.0), pattern)
+    crossed = jnp.array([[True, False], [True, False]])
+    assert bool(jnp.all(e1[:, 0] < 0)) and float(e1[0, 1]) < 0
+    t = pieces._first_crossing(0.0, 1.0, e1, crossed, pattern, path)
+    assert abs(float(t) - (4 - np.sqrt(16 - 11.6)) / 5.8) < 1e-12
+    # Only the straight pair crosses: its own root.
+    t = pieces._first_crossing(
+        0.0, 1.0, e1, crossed & jnp.array([[False], [True]]), pattern, path
+    )
+    assert abs(float(t) - 0.5) < 1e-12
