@@ -96,14 +96,23 @@ def flat(model) -> np.ndarray:
 
 
 def timed(fn, warm=None):
-    """Result and wall seconds of `fn()`, after `warm()` (default: `fn()`) compiled it.
-
-    A solve's horizon is not part of its compiled program: a solve to a tiny horizon
-    compiles it without running the whole solve twice (minutes on MNIST)."""
+    """Result and wall seconds of `fn()`, after `warm()` (default: `fn()`) compiled it."""
     jax.block_until_ready((warm or fn)())
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
     return out, time.perf_counter() - start
+
+
+def timed_solve(flow, net, T, **options):
+    """`jf.solve` to `T`, saving only there, and its wall seconds. A solve's horizon is
+    not part of its compiled program: a solve to T × 1e-9 compiles it, so that a long
+    solve is not run twice (minutes on MNIST)."""
+
+    def run(t1):
+        return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]), metrics={},
+                        max_steps=10**6, **options)  # fmt: skip
+
+    return timed(lambda: run(T), warm=lambda: run(T * 1e-9))
 
 
 def table(header, rows):
@@ -126,12 +135,7 @@ def solvers_section(flow, net, T, ref, rtols, solvers):
             continue
         for rtol in rtols:
             solver = make(rtol, rtol * scale)  # jaxflow's default atol
-
-            def run(t1, rtol=rtol, solver=solver):
-                return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]), rtol=rtol,
-                                solver=solver, metrics={}, max_steps=10**6)  # fmt: skip
-
-            sol, sec = timed(lambda: run(T), warm=lambda: run(T * 1e-9))
+            sol, sec = timed_solve(flow, net, T, rtol=rtol, solver=solver)
             err = rel(flat(sol.final), ref)
             evals = int(sol.stats["num_vf_evals"])  # -1: not counted (implicit)
             points.setdefault(name, []).append((err, sec, evals, rtol))
@@ -475,12 +479,7 @@ def main():
         if done:
             target = (done[0][0], done[0][2], done[0][1])
         elif {"gd", "peers"} & set(args.sections):
-
-            def run(t1):
-                return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]), rtol=1e-8,
-                                metrics={}, max_steps=10**6)  # fmt: skip
-
-            target_sol, target_s = timed(lambda: run(T), warm=lambda: run(T * 1e-9))
+            target_sol, target_s = timed_solve(flow, net, T, rtol=1e-8)
             target = (
                 rel(flat(target_sol.final), ref),
                 int(target_sol.stats["num_vf_evals"]),
@@ -503,12 +502,7 @@ def main():
             plain = []
             tighter = [r for r in (1e-8, 1e-10) if r >= min(rtols)]
             for rtol in sorted(set(rtols[:2] + tighter), reverse=True):
-
-                def run(t1, rtol=rtol):
-                    return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]), rtol=rtol,
-                                    metrics={}, kinks="plain", max_steps=10**6)  # fmt: skip
-
-                sol, sec = timed(lambda: run(T), warm=lambda: run(T * 1e-9))
+                sol, sec = timed_solve(flow, net, T, rtol=rtol, kinks="plain")
                 err = rel(flat(sol.final), ref)
                 plain.append((err, sec, int(sol.stats["num_vf_evals"])))
                 rows.append([

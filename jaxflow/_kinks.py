@@ -285,7 +285,8 @@ def field(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem) -> Field
     def on_kinks(gU):
         # Slots fill in order, and nearly always a neuron has at most two points on
         # its kink: the 9-face QP on the first two slots, the 3^MAX_KINKS-face one
-        # only when some neuron has more (it costs 5 times the field on problem iii).
+        # only when some neuron has more (always, it made solves on problem iii 5 times
+        # slower).
         two = _box_lsq(gU, M[:, :2], valid[:, :2])
         s = jnp.concatenate(
             [two, jnp.zeros((two.shape[0], MAX_KINKS - 2), two.dtype)], 1
