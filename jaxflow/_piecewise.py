@@ -158,14 +158,15 @@ class Kinks(eqx.Module):
         # Within the release band a pair counts as on its kink, whatever its sign
         # (rounding leaves |z| ~ 1e-19 on a neuron that stopped there).
         band = RELEASE * pair_scale(y1, self.problem)
-        crossed = ~pattern.on_kink() & (jnp.where(pattern.active, Z1, -Z1) < -band)
+        agreeing = jnp.where(pattern.active, Z1, -Z1)  # positive: on the piece's side
+        crossed = ~pattern.on_kink() & (agreeing < -band)
         weight = (self.atol + self.rtol * jnp.abs(neurons(y1))) ** -2
         size = sum(x.size for x in jax.tree.leaves(y1))
         error = ((r1[:, None] * y1.v[None, :]) * (t1 - t0)) ** 2 * (X**2 @ weight.T)
         budget = 0.25 * size / jnp.maximum(jnp.sum(crossed), 1).astype(error.dtype)
         crossed = crossed & (error > budget)
         event = jnp.any(crossed)
-        signed = self._excess(y1, pattern, Z1)
+        signed = agreeing / self.problem.norms[:, None]  # `_excess`
         t_cut = when(
             event,
             lambda: self._first_crossing(t0, t1, signed, crossed, pattern, interp),
