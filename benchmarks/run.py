@@ -11,9 +11,10 @@ Problems:
   bf         (iii) Boursier-Flammarion three points, width 200, lambda 0.1, square loss
 
 Sections:
-  solvers    jaxflow with Tsit5, Dopri5, Dopri8 (Kvaerno5 with --solvers) at rtol 1e-4 ... 1e-10
-             (work-precision table and benchmarks/work_precision.png), and a bare
-             diffrax.diffeqsolve of the same vector field (jaxflow's overhead)
+  solvers    jaxflow with Tsit5, Dopri5, Dopri8 at rtol 1e-4 ... 1e-10 and Kvaerno5
+             (implicit, Newton-GMRES) down to 1e-8 (work-precision table and
+             benchmarks/work_precision_<problem>.png)
+  overhead   jaxflow against a bare diffrax.diffeqsolve of the same vector field
   gd         plain GD in JAX (lax loops) at the steps given; its error is first order
              in the step, so the step (and cost) that matches the flow's error at rtol
              1e-8 is extrapolated from the measured ones, and said so
@@ -38,22 +39,35 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
+import optimistix as optx
 
 import jaxflow as jf
 
 
 HERE = Path(__file__).resolve().parent
+
+
+def _newton_krylov(rtol, atol):
+    """Newton's method with matrix-free GMRES (a Hessian-vector product per iteration):
+    diffrax's default root finder builds the dense Hessian (1,050² on problem i) and
+    factorises it every step, and no solve finished in 5 min. (Not `diffrax.VeryChord`
+    with GMRES: in diffrax 0.7.2 it applies `lax.stop_gradient` to the linearised
+    operator, which fails.)"""
+    gmres = lx.GMRES(rtol=1e-2 * rtol, atol=1e-2 * atol, restart=20, max_steps=200)
+    return optx.Newton(rtol=rtol, atol=atol, linear_solver=gmres)
+
+
 SOLVERS = {
     "Tsit5": lambda rtol, atol: dfx.Tsit5(),
     "Dopri5": lambda rtol, atol: dfx.Dopri5(),
     "Dopri8": lambda rtol, atol: dfx.Dopri8(),
-    # Implicit: its root finder builds the dense Jacobian (the Hessian, 1,050² on
-    # problem i) and factorises it every step. Not in the default run (no solve
-    # finished in 5 min); a matrix-free GMRES root finder fails in diffrax 0.7.2
-    # (VeryChord's `lax.stop_gradient` of the linearised operator).
-    "Kvaerno5": lambda rtol, atol: dfx.Kvaerno5(),
+    "Kvaerno5": lambda rtol, atol: dfx.Kvaerno5(root_finder=_newton_krylov(rtol, atol)),
 }
+# Tightest rtol a solver is run at. Kvaerno5 at 1e-10 on problem (i) had not finished
+# after 10 min (18 times Tsit5's wall time at 1e-8, for 27 times its error).
+TIGHTEST = {"Kvaerno5": 1e-8}
 
 
 def problem(name, size):
@@ -128,12 +142,15 @@ HEADER = ["solver", "rtol", "rel. error at T", "grad evals", "accepted", "reject
 def solvers_section(flow, net, T, ref, rtols, solvers):
     """Prints the work-precision table; returns solver -> [(error, seconds, evals,
     rtol)]."""
-    rows, points = [], {}
+    rows, points, skipped = [], {}, []
     scale = float(np.max(np.abs(flat(net))))
     for name, make in SOLVERS.items():
         if name not in solvers:
             continue
         for rtol in rtols:
+            if rtol < TIGHTEST.get(name, 0.0):
+                skipped.append(f"{name} at rtol {rtol:.0e}")
+                continue
             solver = make(rtol, rtol * scale)  # jaxflow's default atol
             sol, sec = timed_solve(flow, net, T, rtol=rtol, solver=solver)
             err = rel(flat(sol.final), ref)
@@ -148,6 +165,8 @@ def solvers_section(flow, net, T, ref, rtols, solvers):
             if len(rows) == 1:
                 print(table(HEADER, []), flush=True)
             print(table(HEADER, rows[-1:]).splitlines()[-1], flush=True)
+    if skipped:
+        print(f"\nNot run (slower than 10 min on problem i): {', '.join(skipped)}.")
     return points
 
 
@@ -416,14 +435,15 @@ def plot(points, path, title):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # MNIST (ii) only when asked: its min-norm solves locate every significant one of
-    # about 10,000 crossings at n = 500 (3 min a solve on a 2-core CPU), and about 4
-    # times as many, each 4 times dearer, at the full n = 2000.
+    # about 10,000 crossings at n = 500 (3 min a solve on a 2-core CPU); at the full
+    # n = 2000 a step costs about 100 ms there, and a Tsit5 solve had not reached
+    # t = 1 after 15 min.
     parser.add_argument("--problems", nargs="+", default=["separable", "bf"],
                         choices=["separable", "mnist", "bf"])  # fmt: skip
     parser.add_argument("--sections", nargs="+",
                         default=["solvers", "overhead", "gd", "peers", "ensemble"],
                         choices=["solvers", "overhead", "gd", "peers", "ensemble"])  # fmt: skip
-    parser.add_argument("--solvers", nargs="+", default=["Tsit5", "Dopri5", "Dopri8"],
+    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS),
                         choices=list(SOLVERS))  # fmt: skip
     parser.add_argument("--figures", type=Path, default=HERE,
                         help="where the work-precision plots go (benchmarks/)")  # fmt: skip

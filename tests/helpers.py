@@ -27,11 +27,12 @@ def relu_problem(*, n=20, d=5, width=10, scale=1e-6, seed=0, bias=False, loss=No
 
 
 def mnist_root() -> Path:
-    """Where the shared MNIST files are, or skip."""
+    """Where the shared MNIST files are (an absolute path: tests that run a notebook
+    change the working directory), or skip."""
     here = Path(__file__).resolve().parents[1]
     for root in (os.environ.get("JAXFLOW_DATA"), here.parent / "shared" / "data"):
         if root and (Path(root) / "mnist" / "train-labels-idx1-ubyte.gz").is_file():
-            return Path(root) / "mnist"
+            return (Path(root) / "mnist").resolve()
         if root and (Path(root) / "train-labels-idx1-ubyte.gz").is_file():
-            return Path(root)
+            return Path(root).resolve()
     pytest.skip("MNIST files not found: set JAXFLOW_DATA or place ../shared/data/mnist")
