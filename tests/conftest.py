@@ -9,6 +9,20 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _share_compiled_code(tmp_path_factory):
+    """Keep compiled XLA programs on disk for the whole test run, shared by the
+    pytest-xdist workers. The suite is mostly compilation (a min-norm solve takes about
+    20 s to compile on a 2-core CPU), and the same programs come back in several
+    modules (after `_release_compiled_code`) and in both workers. The folder is this
+    run's own (pytest's temporary root), so every run starts cold."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if base.name.startswith("popen-gw") else base
+    jax.config.update("jax_compilation_cache_dir", str(shared / "xla-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_code():
     """Drop each test module's compiled programs when it is done. In one process the
