@@ -31,8 +31,10 @@ def mnist_root() -> Path:
     change the working directory), or skip."""
     here = Path(__file__).resolve().parents[1]
     for root in (os.environ.get("JAXFLOW_DATA"), here.parent / "shared" / "data"):
-        if root and (Path(root) / "mnist" / "train-labels-idx1-ubyte.gz").is_file():
-            return (Path(root) / "mnist").resolve()
-        if root and (Path(root) / "train-labels-idx1-ubyte.gz").is_file():
-            return Path(root).resolve()
+        if not root:
+            continue
+        root = Path(root).resolve()
+        for folder in (root / "mnist", root):
+            if (folder / "train-labels-idx1-ubyte.gz").is_file():
+                return folder
     pytest.skip("MNIST files not found: set JAXFLOW_DATA or place ../shared/data/mnist")
