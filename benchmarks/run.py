@@ -21,12 +21,17 @@ Sections:
   peers      scipy solve_ivp (DOP853, RK45) on the same jitted gradient; PyTorch GD and
              torchdiffeq dopri5 in float64 when torch is installed (`pip install
              ".[bench]"`), else a line saying they were skipped
-  ensemble   seeds per second against batch size, and the first solve's compile time
+  ensemble   seeds per second against batch size (problems i and ii), and the first
+             solve's compile time
+  flops      achieved FLOP/s of the vector field, float64 and float32 with TF32 off,
+             against the device's peak (H100, H200, A100; "unknown" elsewhere)
 
     python benchmarks/run.py                              # problems i and iii, all sections
     python benchmarks/run.py --problems mnist --size small   # problem ii at n = 500
     python benchmarks/run.py --problems separable --sections solvers gd --T 100
     python benchmarks/run.py --size tiny                  # smoke test (CI)
+    python benchmarks/run.py --problems mnist --sections ensemble flops --batches 1024
+                                                          # the GPU rows of issue 8
 """
 
 import argparse
@@ -121,6 +126,11 @@ def timed_solve(flow, net, T, **options):
     """`jf.solve` to `T`, saving only there, and its wall seconds. A solve's horizon is
     not part of its compiled program: a solve to T × 1e-9 compiles it, so that a long
     solve is not run twice (minutes on MNIST)."""
+
+    # A tolerance as an array is an input of the compiled program, not a constant: one
+    # compilation serves every rtol.
+    if "rtol" in options:
+        options["rtol"] = jnp.asarray(options["rtol"], float)
 
     def run(t1):
         return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]), metrics={},
@@ -361,17 +371,71 @@ def torch_section(flow, net, T, ref, rtols, lrs):
     return rows
 
 
+# Dense peak FLOP/s of the device kinds named here (vendor data sheets, SXM boards):
+# (float64, with tensor cores where they do float64; float32 without TF32).
+PEAKS = {"H200": (67e12, 67e12), "H100": (67e12, 67e12), "A100": (19.5e12, 19.5e12)}
+
+
+def flops_section(flow, net, reps=20):
+    """Achieved FLOP/s of the vector field (one gradient, `flow.vector_field`) in
+    float64 and in float32 with TF32 off (`jax.default_matmul_precision("highest")`),
+    against the device's peak where `PEAKS` knows it. FLOPs from XLA's cost analysis of
+    the compiled field."""
+    kind = jax.devices()[0].device_kind
+    peak = next((p for name, p in PEAKS.items() if name in kind), None)
+    rows = []
+    for i, dtype in enumerate((jnp.float64, jnp.float32)):
+
+        def cast(tree, dtype=dtype):
+            return jax.tree.map(
+                lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
+            )
+
+        params, static = eqx.partition(cast(net), eqx.is_inexact_array)
+        field = cast(flow)
+        with jax.default_matmul_precision("highest"):
+            compiled = (
+                jax.jit(lambda p, f=field: f.vector_field(0.0, p, static))
+                .lower(params)
+                .compile()
+            )
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", float("nan")))
+        jax.block_until_ready(compiled(params))
+        best = min(timed(lambda: compiled(params))[1] for _ in range(reps))
+        rate = flops / best
+        rows.append([
+            jnp.dtype(dtype).name, f"{flops:.3g}", f"{best * 1e3:.3f}",
+            f"{rate / 1e9:.3g}",
+            f"{rate / peak[i]:.2%} of {peak[i] / 1e12:g} TFLOP/s" if peak else
+            "peak unknown for this device",
+        ])  # fmt: skip
+    header = ["dtype", "FLOPs per field", "ms per field (best)", "GFLOP/s",
+              "of peak"]  # fmt: skip
+    return f"Device: {kind}.\n\n" + table(header, rows)
+
+
+def first_solve(flow, net, t1, **options):
+    """Seconds for a first `jf.solve` in the process (compile and run; default metrics,
+    saved at `t1`), and for the same solve once compiled."""
+    run = lambda: jf.solve(flow, net, t1=t1, ts=jnp.array([t1]), **options).final  # noqa: E731
+    start = time.perf_counter()
+    jax.block_until_ready(run())
+    first = time.perf_counter() - start
+    _, again = timed(run)
+    return first, again
+
+
 def ensemble_section(flow, net_fn, sizes, t1):
     """Seeds per second against the batch size (one vmapped chunk each), kinks="plain"
     as in issue 4's throughput study: with min-norm kinks every seed's crossings (about
     4,700 in t <= 1 here, one cut step each) stop the whole batch."""
+    net = net_fn(jax.random.key(0))
+    first = {kinks: first_solve(flow, net, t1, kinks=kinks)
+             for kinks in ("plain", "min-norm")}  # fmt: skip
     header = ["seeds", "seeds/s", "wall s", "compile s", "steps (max)", "statuses"]
     print(table(header, []), flush=True)
-    start = time.perf_counter()
-    one = jf.solve(flow, net_fn(jax.random.key(0)), t1=t1, ts=jnp.array([t1]),
-                   kinks="plain")  # fmt: skip
-    jax.block_until_ready(one.final)
-    compile_s = time.perf_counter() - start
     for size in sizes:
         keys = jax.random.split(jax.random.key(1), size)
         run = lambda: jf.solve_ensemble(  # noqa: E731
@@ -380,22 +444,19 @@ def ensemble_section(flow, net_fn, sizes, t1):
         )  # fmt: skip
         start = time.perf_counter()
         jax.block_until_ready(run().final)
-        first = time.perf_counter() - start
+        compiled = time.perf_counter() - start
         start = time.perf_counter()
         ens = run()
         jax.block_until_ready(ens.final)
         sec = time.perf_counter() - start
         steps = np.asarray(ens.stats["num_steps"])
-        row = [size, f"{size / sec:.1f}", f"{sec:.2f}", f"{first - sec:.1f}",
+        row = [size, f"{size / sec:.1f}", f"{sec:.2f}", f"{compiled - sec:.1f}",
                int(steps.max()), ", ".join(sorted(set(map(str, ens.status_name))))]  # fmt: skip
         print(table(header, [row]).splitlines()[-1], flush=True)
-    _, warm = timed(
-        lambda: jf.solve(flow, net_fn(jax.random.key(0)), t1=t1, ts=jnp.array([t1]),
-                         kinks="plain").final
-    )  # fmt: skip
-    return (
-        f"\nFirst solve (one seed, jaxflow.solve), compile and run: {compile_s:.1f} s;"
-        f" the same solve once compiled: {warm:.2f} s."
+    return "\n" + "\n".join(
+        f"First solve (one seed, jaxflow.solve, kinks={kinks!r}, default metrics), "
+        f"compile and run: {a:.1f} s; the same solve once compiled: {b:.2f} s."
+        for kinks, (a, b) in first.items()
     )
 
 
@@ -428,6 +489,7 @@ def plot(points, path, title):
         ax.loglog(sec, err, "o-", label=name)
     ax.set(xlabel="wall time (s)", ylabel="relative error at T", title=title)
     ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -441,8 +503,10 @@ def main():
     parser.add_argument("--problems", nargs="+", default=["separable", "bf"],
                         choices=["separable", "mnist", "bf"])  # fmt: skip
     parser.add_argument("--sections", nargs="+",
-                        default=["solvers", "overhead", "gd", "peers", "ensemble"],
-                        choices=["solvers", "overhead", "gd", "peers", "ensemble"])  # fmt: skip
+                        default=["solvers", "overhead", "gd", "peers", "ensemble",
+                                 "flops"],
+                        choices=["solvers", "overhead", "gd", "peers", "ensemble",
+                                 "flops"])  # fmt: skip
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS),
                         choices=list(SOLVERS))  # fmt: skip
     parser.add_argument("--figures", type=Path, default=HERE,
@@ -538,13 +602,18 @@ def main():
             print(table(["method", "rtol", "rel. error at T", "grad evals", "status",
                          "wall s", "its time / jaxflow plain's at equal error"], rows),
                   flush=True)  # fmt: skip
-        if "ensemble" in args.sections and name == "separable":
+        if "ensemble" in args.sections and name in ("separable", "mnist"):
             print("\n### Ensembles: seeds per second (t1 = 0.1, rtol 1e-8, plain)\n")
             d, width = net.W.shape[1], net.W.shape[0]
+            init = {"init": "gaussian"} if name == "mnist" else {}
             print(ensemble_section(
-                flow, lambda k: jf.models.TwoLayerReLU(d, width, scale=1e-6, key=k),
+                flow,
+                lambda k: jf.models.TwoLayerReLU(d, width, scale=1e-6, key=k, **init),
                 batches, 0.1,
             ), flush=True)  # fmt: skip
+        if "flops" in args.sections:
+            print("\n### Vector field FLOP/s\n")
+            print(flops_section(flow, net), flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ def _where_rows(rows: Bool[Array, " times"], value, x: Array) -> Array:
     return jnp.where(rows.reshape((-1,) + (1,) * (x.ndim - 1)), value, x)
 
 
+def _unsaved(dtype):
+    """What a row of `saved` holds where nothing was saved: inf, or -1 for integers
+    (`True` for booleans)."""
+    return jnp.inf if jnp.issubdtype(dtype, jnp.floating) else -1
+
+
 def _finite(tree) -> Bool[Array, ""]:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -154,11 +160,7 @@ class Integrator(eqx.Module):
 
         struct = jax.eval_shape(lambda: self._record(y, aux, counts, metrics))
         saved = jax.tree.map(
-            lambda x: jnp.full(
-                (len(self.ts),) + x.shape,
-                jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else -1,
-                x.dtype,
-            ),
+            lambda x: jnp.full((len(self.ts),) + x.shape, _unsaved(x.dtype), x.dtype),
             struct,
         )
         st = State(
@@ -363,10 +365,15 @@ class Integrator(eqx.Module):
         if self.defer_metrics:
             ys, diagnostics = saved
             # One time at a time (a vmap over `ts` would hold all their activations).
-            # Rows never saved hold inf: evaluate zeros there, then mark them inf.
+            # Rows never saved hold inf: evaluate zeros there, then mark them unsaved.
             rows = jax.tree.map(lambda x: _where_rows(later, 0.0, x), ys)
             values = jax.lax.map(lambda y: self._metrics(y, st.metrics), rows)
-            values = jax.tree.map(lambda x: _where_rows(later, jnp.inf, x), values)
+            values = jax.tree.map(
+                lambda x: _where_rows(
+                    later, jnp.asarray(_unsaved(x.dtype), x.dtype), x
+                ),
+                values,
+            )
             saved = (ys if self.save_models else None), values | diagnostics
         # After a terminal event nothing was computed: nan (inf marks a failure).
         saved = jax.tree.map(

@@ -270,8 +270,10 @@ def solve(
     - `dt0`: the first step, chosen automatically by default.
     - `max_steps`: the most steps (accepted and rejected) before stopping with status
         `max_steps_reached`.
-    - `metrics`: dict name -> `metric(model, flow)`, evaluated at `ts` inside the solve;
-        `jaxflow.metrics.default_metrics(model, flow)` by default.
+    - `metrics`: dict name -> `metric(model, flow)`, evaluated at `ts`;
+        `jaxflow.metrics.default_metrics(model, flow)` by default. With `save_models`
+        they are evaluated on the stored models after the time loop (compiled once);
+        without, inside it, at the steps that pass a time of `ts`.
     - `save_models`: whether to store the model at `ts` (`False` keeps only metrics,
         for long solves).
     - `throw`: raise if the solve did not succeed. By default the status is reported in
@@ -386,6 +388,9 @@ def solve(
         events=events,
         min_norm=min_norm,
         tolerances=(rtol, atol),
+        # The models at `ts` are stored anyway: evaluate the metrics on them after the
+        # loop (compiled once, not at every step that saves).
+        defer_metrics=save_models,
     )
     saved, values, final, t_final, stats, status, event_times = _solve(
         flow, params, static, metrics, config

@@ -1,3 +1,5 @@
+import os
+
 import jax
 
 
@@ -14,12 +16,20 @@ def _share_compiled_code(tmp_path_factory):
     """Keep compiled XLA programs on disk for the whole test run, shared by the
     pytest-xdist workers. The suite is mostly compilation (a min-norm solve takes about
     20 s to compile on a 2-core CPU), and the same programs come back in several
-    modules (after `_release_compiled_code`) and in both workers. The folder is this
-    run's own (pytest's temporary root), so every run starts cold."""
+    modules (after `_release_compiled_code`), in both workers and in the Python
+    processes that tests start. The folder is this run's own (pytest's temporary
+    root), so every run starts cold."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if base.name.startswith("popen-gw") else base
-    jax.config.update("jax_compilation_cache_dir", str(shared / "xla-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    cache = {
+        "jax_compilation_cache_dir": str(shared / "xla-cache"),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+    }
+    for name, value in cache.items():
+        jax.config.update(name, value)
+        # Tests that start Python processes (a killed run and its resumption, the
+        # benchmark script) share it too: JAX reads its options from the environment.
+        os.environ[name.upper()] = str(value)
     yield
 
 

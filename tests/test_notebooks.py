@@ -1,9 +1,16 @@
-"""The notebooks run top to bottom (at a reduced size: JAXFLOW_NOTEBOOK_QUICK=1)."""
+"""The notebooks run top to bottom (at a reduced size: JAXFLOW_NOTEBOOK_QUICK=1).
+
+The quickstart runs in the default test run. The three study notebooks are `slow`
+(`pytest -m slow`; six minutes on a 2-core CPU, mostly compilation): the experiment
+functions they call are tested through the CLI (tests/test_cli.py,
+tests/test_neuron.py), which keeps the default run within CI's time.
+"""
 
 import json
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 from helpers import mnist_root
 
@@ -30,6 +37,7 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
     assert bool(ns["sol"].succeeded)
 
 
+@pytest.mark.slow
 def test_alignment_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXFLOW_DATA", str(mnist_root()))
     ns = _run("alignment.ipynb", tmp_path, monkeypatch)
@@ -40,6 +48,7 @@ def test_alignment_notebook(tmp_path, monkeypatch):
     assert ns["slope"] == ns["slope"]  # a number came out of the fit (not nan)
 
 
+@pytest.mark.slow
 def test_spurious_notebook(tmp_path, monkeypatch):
     ns = _run("spurious.ipynb", tmp_path, monkeypatch)
     # Small init: every seed ends at the least-squares loss, a saddle.
@@ -48,6 +57,7 @@ def test_spurious_notebook(tmp_path, monkeypatch):
     assert (tmp_path / "spurious.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_single_neuron_notebook(tmp_path, monkeypatch):
     ns = _run("single_neuron.ipynb", tmp_path, monkeypatch)
     # Depth 3 is slower from a small initialisation; the ODEs matched the flow.

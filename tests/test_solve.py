@@ -111,9 +111,12 @@ def test_under_jit_and_vmap_over_keys():
     flow, _ = relu_problem(n=12, d=4, width=6)
     keys = jax.random.split(jax.random.key(7), 3)
 
+    # (Plain kinks: min-norm solves under vmap are tests/test_kinks.py's.)
     def run(key):
         net = jf.models.TwoLayerReLU(4, 6, scale=1e-3, key=key)
-        return jf.solve(flow, net, t1=50.0, rtol=1e-12, ts=jnp.linspace(1.0, 50.0, 5))
+        return jf.solve(
+            flow, net, t1=50.0, rtol=1e-12, ts=jnp.linspace(1.0, 50.0, 5), kinks="plain"
+        )
 
     batch = jax.jit(jax.vmap(run))(keys)
     assert batch.metrics["loss"].shape == (3, 5)
@@ -223,3 +226,29 @@ def test_implicit_solver_takes_the_controllers_tolerances():
     assert implicit.status_name == "successful"
     error = jnp.max(jnp.abs(implicit.final.W - explicit.final.W))
     assert float(error / jnp.max(jnp.abs(explicit.final.W))) < 1e-5
+
+
+def test_metrics_on_stored_models_equal_metrics_in_the_loop():
+    # With `save_models` the metrics are evaluated on the stored models after the time
+    # loop; without, inside it. The same values, boolean metrics included, and the same
+    # marks at times never reached (inf, True for booleans).
+    flow, net = relu_problem(n=8, d=3, width=4, scale=0.1)
+    metrics = jf.metrics.default_metrics(net, flow) | {
+        "positive": lambda model, flow: model.W[:, 0] > 0
+    }
+    ts = jnp.array([0.0, 1.0, 5.0, 1e3])
+    kw = dict(t1=1e3, ts=ts, max_steps=60, metrics=metrics)
+    stored = jf.solve(flow, net, save_models=True, **kw)
+    in_loop = jf.solve(flow, net, save_models=False, **kw)
+    assert stored.status_name == in_loop.status_name == "max_steps_reached"
+    assert 5.0 < float(stored.t_final) < 1e3
+    assert stored.ys is not None and in_loop.ys is None
+    assert set(stored.metrics) == set(in_loop.metrics)
+    for name, value in stored.metrics.items():
+        a, b = np.asarray(value), np.asarray(in_loop.metrics[name])
+        assert a.dtype == b.dtype, name
+        assert np.allclose(a, b, rtol=1e-12, atol=0.0, equal_nan=True), name
+    assert np.isinf(stored.metrics["loss"][-1]) and np.isfinite(
+        stored.metrics["loss"][2]
+    )
+    assert stored.metrics["positive"][-1].all()
