@@ -376,6 +376,13 @@ def torch_section(flow, net, T, ref, rtols, lrs):
 PEAKS = {"H200": (67e12, 67e12), "H100": (67e12, 67e12), "A100": (19.5e12, 19.5e12)}
 
 
+def cast(tree, dtype):
+    """`tree` with its floating-point arrays in `dtype`."""
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
+    )
+
+
 def flops_section(flow, net, reps=20):
     """Achieved FLOP/s of the vector field (one gradient, `flow.vector_field`) in
     float64 and in float32 with TF32 off (`jax.default_matmul_precision("highest")`),
@@ -385,14 +392,8 @@ def flops_section(flow, net, reps=20):
     peak = next((p for name, p in PEAKS.items() if name in kind), None)
     rows = []
     for i, dtype in enumerate((jnp.float64, jnp.float32)):
-
-        def cast(tree, dtype=dtype):
-            return jax.tree.map(
-                lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
-            )
-
-        params, static = eqx.partition(cast(net), eqx.is_inexact_array)
-        field = cast(flow)
+        params, static = eqx.partition(cast(net, dtype), eqx.is_inexact_array)
+        field = cast(flow, dtype)
         with jax.default_matmul_precision("highest"):
             compiled = (
                 jax.jit(lambda p, f=field: f.vector_field(0.0, p, static))

@@ -31,10 +31,10 @@ def _where_rows(rows: Bool[Array, " times"], value, x: Array) -> Array:
     return jnp.where(rows.reshape((-1,) + (1,) * (x.ndim - 1)), value, x)
 
 
-def _unsaved(dtype):
+def _unsaved(dtype) -> Array:
     """What a row of `saved` holds where nothing was saved: inf, or -1 for integers
     (`True` for booleans)."""
-    return jnp.inf if jnp.issubdtype(dtype, jnp.floating) else -1
+    return jnp.asarray(jnp.inf if jnp.issubdtype(dtype, jnp.floating) else -1, dtype)
 
 
 def _finite(tree) -> Bool[Array, ""]:
@@ -369,10 +369,7 @@ class Integrator(eqx.Module):
             rows = jax.tree.map(lambda x: _where_rows(later, 0.0, x), ys)
             values = jax.lax.map(lambda y: self._metrics(y, st.metrics), rows)
             values = jax.tree.map(
-                lambda x: _where_rows(
-                    later, jnp.asarray(_unsaved(x.dtype), x.dtype), x
-                ),
-                values,
+                lambda x: _where_rows(later, _unsaved(x.dtype), x), values
             )
             saved = (ys if self.save_models else None), values | diagnostics
         # After a terminal event nothing was computed: nan (inf marks a failure).
