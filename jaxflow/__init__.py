@@ -22,24 +22,22 @@ from . import (
     metrics as metrics,
     models as models,
 )
+from ._classify import Verdict as Verdict, classify as classify
 from ._dataset import Dataset as Dataset
 from ._ensemble import solve_ensemble as solve_ensemble
+from ._escape import Escape as Escape, best_new_neuron as best_new_neuron
 from ._flow import GradientFlow as GradientFlow
 from ._gd import gradient_descent as gradient_descent
+from ._hessian import hessian_eigenvalues as hessian_eigenvalues
+from ._polish import (
+    Polished as Polished,
+    polish as polish,
+    restricted_loss as restricted_loss,
+)
 from ._results import Ensemble as Ensemble
 from ._rundir import load_ensemble as load_ensemble
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
-from ._stationary import (
-    Escape as Escape,
-    Polished as Polished,
-    Verdict as Verdict,
-    best_new_neuron as best_new_neuron,
-    classify as classify,
-    hessian_eigenvalues as hessian_eigenvalues,
-    polish as polish,
-    restricted_loss as restricted_loss,
-)
 
 
 try:

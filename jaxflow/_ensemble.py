@@ -10,17 +10,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
 
 from . import _rundir
 from ._custom_types import MetricFn
 from ._errors import describe
 from ._flow import GradientFlow
-from ._kinks import supports as supports_min_norm
+from ._integrate import Integrator, Outcome, advance, running
+from ._options import Options, default_atol, prepare, resolve
 from ._results import Ensemble
-from ._solution import RESULTS
-from ._solve import _check_times, _final_status, _prepare, integrator, stats_of
-from .events._events import AbstractEvent, check_events
+from .events._events import AbstractEvent
 from .metrics import default_metrics
 
 
@@ -29,50 +28,23 @@ _DEFER_BYTES = 512 * 2**20
 
 
 class _Setup(eqx.Module):
-    """What every seed's solve shares (static) besides its flow and state."""
+    """What the seeds of an ensemble share besides their flow and state."""
 
-    t0: Float[Array, ""]
-    t1: Float[Array, ""]
-    ts: Float[Array, " times"]
-    rtol: float = eqx.field(static=True)
-    solver: dfx.AbstractSolver
-    controller: dfx.AbstractStepSizeController | None
-    dt0: Any
-    max_steps: int = eqx.field(static=True)
+    options: Options
+    static: PyTree
+    like: PyTree  # one seed's parameters as shapes: the structure the loop reads
+    metrics: dict[str, MetricFn] | None  # None: each seed's default metrics
     save_models: bool = eqx.field(static=True)
     defer_metrics: bool = eqx.field(static=True)
-    events: dict[str, AbstractEvent]
-    min_norm: bool = eqx.field(static=True)
-    metrics: dict[str, MetricFn] | None
-    static: Any
 
-    def loop(self, flow, params, atol):
-        if self.controller is None:
-            controller = dfx.PIDController(
-                rtol=self.rtol, atol=atol, pcoeff=0.3, icoeff=0.3
-            )
-            tolerances = (self.rtol, atol)
-        else:
-            controller = self.controller
-            if isinstance(controller, dfx.PIDController):
-                tolerances = (controller.rtol, controller.atol)
-            else:
-                tolerances = (jnp.nan, jnp.nan)
-        return integrator(
+    def loop(self, flow, atol) -> Integrator:
+        """One seed's time loop."""
+        return self.options.integrator(
             flow,
-            params,
+            self.like,
             self.static,
-            t0=self.t0,
-            t1=self.t1,
-            ts=self.ts,
-            solver=self.solver,
-            controller=controller,
-            dt0=self.dt0,
-            max_steps=self.max_steps,
+            atol,
             save_models=self.save_models,
-            events=self.events,
-            min_norm=self.min_norm,
-            tolerances=tolerances,
             defer_metrics=self.defer_metrics,
         )
 
@@ -86,100 +58,29 @@ def _init(setup: _Setup, flow, params, atol, flow_axis):
         metrics = (
             default_metrics(model, flow) if setup.metrics is None else setup.metrics
         )
-        return setup.loop(flow, params, atol).init(params, metrics)
+        return setup.loop(flow, atol).init(params, metrics)
 
     return eqx.filter_vmap(one, in_axes=(flow_axis, 0, 0))(flow, params, atol)
 
 
 @eqx.filter_jit
 def _advance(setup: _Setup, flow, dynamic, static, atol, t_stop, flow_axis):
-    """Step every seed of a chunk until it passes `t_stop` or its solve is over: the
-    seeds' `Integrator.advance`, with the loop over steps written for the whole chunk.
-
-    A while loop under `jax.vmap` selects its whole carry between old and new every
-    step, for the seeds that have stopped. The carry includes the store at `ts`
-    (seeds x times x parameters for deferred metrics): on separable n=200, width 50,
-    64 seeds and 50 times, that select was 30% of the solve. Here only the step is
-    vmapped, and each save writes its one row per seed in place.
-    """
-    vmap = lambda fn: eqx.filter_vmap(fn, in_axes=(flow_axis, 0, 0))  # noqa: E731
-
-    def prepared(flow, dynamic, atol):
-        st = eqx.combine(dynamic, static)
-        loop = setup.loop(flow, st.y, atol)
-        return st, loop, loop.running(st) & (st.t < t_stop)
-
-    def step(flow, dynamic, atol):
-        st, loop, go = prepared(flow, dynamic, atol)
-        new, taken = loop.step(st)
-        new = jax.tree.map(
-            lambda a, b: jnp.where(go, a, b), eqx.filter(new, eqx.is_array), dynamic
-        )
-        return new, eqx.tree_at(lambda t: t.keep, taken, taken.keep & go)
-
-    def row(flow, dynamic, atol, taken, i):
-        st, loop, _ = prepared(flow, dynamic, atol)
-        return loop.saved_row(st, taken, i)
-
-    times = setup.ts
-
-    def body(carry):
-        dynamic, saved = carry
-        new, taken = vmap(step)(flow, dynamic, atol)
-
-        def wanted(i):
-            before = times[jnp.minimum(i, len(times) - 1)] <= taken.t_end
-            return taken.keep & (i < len(times)) & before
-
-        def save(c):
-            i, saved = c
-            values = eqx.filter_vmap(row, in_axes=(flow_axis, 0, 0, 0, 0))(
-                flow, dynamic, atol, taken, i
-            )
-            rows = jnp.where(wanted(i), i, len(times))  # out of range: dropped
-            saved = jax.tree.map(
-                lambda b, v: jax.vmap(lambda b, v, j: b.at[j].set(v, mode="drop"))(
-                    b, v, rows
-                ),
-                saved,
-                values,
-            )
-            return i + jnp.where(wanted(i), 1, 0), saved
-
-        index, saved = jax.lax.while_loop(
-            lambda c: jnp.any(wanted(c[0])), save, (dynamic.save_index, saved)
-        )
-        return eqx.tree_at(lambda s: s.save_index, new, index), saved
-
-    def cond(carry):
-        return jnp.any(vmap(lambda *a: prepared(*a)[2])(flow, carry[0], atol))
-
-    saved = dynamic.saved
-    dynamic = eqx.tree_at(lambda s: s.saved, dynamic, None)
-    static = eqx.tree_at(lambda s: s.saved, static, None)
-    dynamic, saved = jax.lax.while_loop(cond, body, (dynamic, saved))
-    return eqx.tree_at(lambda s: s.saved, dynamic, saved, is_leaf=lambda x: x is None)
+    """Step every seed of a chunk until it passes `t_stop` or its solve is over."""
+    st = eqx.combine(dynamic, static)
+    return advance(setup.loop, st, t_stop, args=(flow, atol), in_axes=(flow_axis, 0))
 
 
 @eqx.filter_jit
-def _finish(setup: _Setup, flow, dynamic, static, atol, flow_axis):
+def _finish(setup: _Setup, flow, dynamic, static, atol, flow_axis) -> Outcome:
     def one(flow, dynamic, atol):
-        st = eqx.combine(dynamic, static)
-        loop = setup.loop(flow, st.y, atol)
-        (saved, values), final, t_final, counts, status, times = loop.finish(st)
-        status = _final_status(status, final, flow, setup.static)
-        return saved, values, final, t_final, stats_of(counts, loop), status, times
+        return setup.loop(flow, atol).finish(eqx.combine(dynamic, static))
 
     return eqx.filter_vmap(one, in_axes=(flow_axis, 0, 0))(flow, dynamic, atol)
 
 
-def _running(st, t1) -> np.ndarray:
-    """Seeds whose solve goes on (numpy, on the host copy of the states)."""
-    return (
-        (np.asarray(st.t) < t1)
-        & (np.asarray(st.result._value) == int(RESULTS.successful._value))
-        & ~np.asarray(st.ended)
-    )
+def _running(options: Options, st) -> np.ndarray:
+    """Seeds whose solve goes on, from the host copy of their states."""
+    return np.asarray(running(st, options.t1, options.max_steps))
 
 
 def _keys(keys) -> PRNGKeyArray:
@@ -353,165 +254,65 @@ def solve_ensemble(
         ```
     """
     fname = "solve_ensemble"
-    keys = _keys(keys)
-    per_seed_flow = not isinstance(flow, GradientFlow)
-    if per_seed_flow and not callable(flow):
-        raise ValueError(
-            f"{fname}: `flow` must be a jaxflow.GradientFlow or a function key -> "
-            f"GradientFlow, got {type(flow).__name__}."
-        )
-    if not callable(init):
-        raise ValueError(
-            f"{fname}: `init` must be a function key -> model, got {init!r}."
-        )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             f"{fname}: `batch_size` must be a positive int, got {batch_size!r}."
         )
-    if kinks not in ("auto", "min-norm", "plain"):
-        raise ValueError(
-            f"{fname}: `kinks` must be 'auto', 'min-norm' or 'plain', got {kinks!r}."
-        )
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(
-            f"{fname}: `max_steps` must be a positive int, got {max_steps!r}."
-        )
-    if not rtol > 0:
-        raise ValueError(f"{fname}: `rtol` must be > 0, got {rtol!r}.")
-    if atol is not None and not atol >= 0:
-        raise ValueError(f"{fname}: `atol` must be >= 0 or None, got {atol!r}.")
-    events = check_events(events, fname)
-    num_seeds = keys.shape[0]
-
-    if per_seed_flow:
-        data_keys, model_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-        flows = eqx.filter_vmap(flow)(data_keys)
-        flow_axis = 0
-        flow_one = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, flows)
-    else:
-        model_keys, flows, flow_axis, flow_one = keys, flow, None, flow
-    models = eqx.filter_vmap(init)(model_keys)
-    params, static = eqx.partition(models, eqx.is_inexact_array)
-    model_one = eqx.combine(jax.tree.map(lambda x: x[0], params), static)
-    _, _, checked = _prepare(flow_one, model_one, metrics, fname)
-    if kinks == "min-norm" and not supports_min_norm(flow_one, model_one):
-        raise ValueError(
-            f"{fname}: kinks='min-norm' needs a jaxflow.models.TwoLayerReLU with a "
-            f"built-in loss on a Dataset, got model {type(model_one).__name__}. Use "
-            "kinks='plain'."
-        )
-    min_norm = kinks == "min-norm" or (
-        kinks == "auto" and supports_min_norm(flow_one, model_one)
+    seeds = _Seeds(flow, init, _keys(keys), fname)
+    params_one, _, checked = prepare(seeds.flow_one, seeds.model_one, metrics, fname)
+    options = resolve(
+        fname,
+        seeds.flow_one,
+        seeds.model_one,
+        params_one,
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        dt0=dt0,
+        max_steps=max_steps,
+        kinks=kinks,
+        events=events,
     )
-    dtype = jnp.result_type(*jax.tree.leaves(params))
-    if rtol < 1e-6 and jnp.finfo(dtype).eps > 1e-10:
-        raise ValueError(
-            f"{fname}: rtol={rtol!r} needs float64 parameters, got {dtype}."
-        )
-    t0_, t1_ = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
-    if not float(t1_) > float(t0_):
-        raise ValueError(f"{fname}: need t1 > t0, got t0={t0!r}, t1={t1!r}.")
-    ts = jnp.linspace(t0_, t1_, 101) if ts is None else jnp.asarray(ts, dtype)
-    ts = _check_times(ts, t0_, t1_, fname)
-    stops = _segments(segments, t0_, t1_, dtype)
-    if atol is None:
-        scale = jnp.max(
-            jnp.stack(
-                [
-                    jnp.max(jnp.abs(x.reshape(num_seeds, -1)), axis=1, initial=0.0)
-                    for x in jax.tree.leaves(params)
-                ]
-            ),
-            axis=0,
-        )
-        atols = np.asarray(rtol * jnp.where(scale > 0, scale, 1.0), dtype)
-    else:
-        atols = np.full(num_seeds, atol, dtype)
+    dtype = np.asarray(options.t0).dtype
+    stops = _segments(segments, options.t0, options.t1, dtype)
+    atols = np.asarray(
+        default_atol(seeds.params, rtol, batched=True)
+        if atol is None
+        else np.full(seeds.count, atol),
+        dtype,
+    )
     # Metrics are evaluated after the time loop, from the parameters stored at `ts`,
     # unless that store would be large (then they are evaluated in the loop, where
     # under vmap every seed pays whenever one of them saves). Between segments the host
     # holds every seed's state, store included: the bound is on all seeds, not a chunk.
-    stored = (
-        num_seeds
-        * len(ts)
-        * sum(x[0].size * x.dtype.itemsize for x in jax.tree.leaves(params))
-    )
+    stored = seeds.count * len(options.ts) * seeds.bytes_per_seed
     setup = _Setup(
-        t0=t0_,
-        t1=t1_,
-        ts=ts,
-        rtol=rtol,
-        solver=dfx.Tsit5() if solver is None else solver,
-        controller=stepsize_controller,
-        dt0=dt0,
-        max_steps=max_steps,
+        options=options,
+        static=seeds.static,
+        like=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_one),
+        metrics=metrics if metrics is None else checked,
         save_models=save_models,
         defer_metrics=save_models or stored <= _DEFER_BYTES,
-        events=events,
-        min_norm=min_norm,
-        metrics=metrics if metrics is None else checked,
-        static=static,
     )
-    place = _Devices(devices)
-    multiple = len(place.devices)
-    config = {
-        "seeds": num_seeds,
-        "keys": np.asarray(jax.random.key_data(keys)).tolist(),
-        "model": _describe_tree(model_one),
-        "flow": _describe_tree(flow_one),
-        "flow_per_seed": per_seed_flow,
-        "t0": float(t0_),
-        "t1": float(t1_),
-        "ts": np.asarray(ts).tolist(),
-        "segments": np.asarray(stops).tolist(),
-        "rtol": rtol,
-        "atol": atol,
-        "solver": repr(setup.solver),
-        "stepsize_controller": repr(stepsize_controller),
-        "dt0": dt0,
-        "max_steps": max_steps,
-        "kinks": "min-norm" if min_norm else "plain",
-        "events": {name: repr(event) for name, event in events.items()},
-        "metrics": None if metrics is None else sorted(metrics),
-        "save_models": save_models,
-        "batch_size": batch_size,
-        "devices": [str(d) for d in place.devices],
-    }
-    shared_flow = None if per_seed_flow else place.put(flows, False)
-
-    def run_chunks(fn, index, *batched):
-        """`fn(flow, *chunk)` over chunks of the seeds `index` (rows `index` of the
-        arrays in `batched`, padded to a bucket size, put on the devices); the results
-        on the host, one row per seed in `index`."""
-        dynamic, static = [], None
-        for start in range(0, len(index), batch_size):
-            part = index[start : start + batch_size]
-            size = _bucket(len(part), batch_size, multiple)
-            padded = np.concatenate([part, np.full(size - len(part), part[0])])
-            chunk = [place.put(_take(b, padded), True) for b in batched]
-            flow_chunk = (
-                place.put(_take(flows, padded), True) if per_seed_flow else shared_flow
-            )
-            out, static = eqx.partition(fn(flow_chunk, *chunk), eqx.is_array)
-            dynamic.append(_take(place.get(out), slice(0, len(part))))
-        dynamic = jax.tree.map(lambda *xs: np.concatenate(xs), *dynamic)
-        return eqx.combine(dynamic, static)
-
-    everyone = np.arange(num_seeds)
-    flows = jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, flows)
-    states = run_chunks(
-        lambda f, p, a: _init(setup, f, p, a, flow_axis),
+    chunks = _Chunks(seeds, _Devices(devices), batch_size)
+    everyone = np.arange(seeds.count)
+    states = chunks.run(
+        lambda f, p, a: _init(setup, f, p, a, seeds.flow_axis),
         everyone,
-        _take(params, everyone),
+        _take(seeds.params, everyone),
         atols,
     )
     dynamic, state_static = eqx.partition(states, eqx.is_array)
 
     run = _rundir.Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    done = 0
+    done, fingerprint = 0, None
     if run is not None:
         fingerprint = _rundir.fingerprint(
-            dynamic, eqx.filter(flows, eqx.is_array), atols, stops, batch_size, setup
+            dynamic, seeds.flow_arrays(), atols, stops, batch_size, setup
         )
         done, loaded = run.load(fingerprint, dynamic)
         if loaded is not None:
@@ -520,12 +321,11 @@ def solve_ensemble(
     bar = _rundir.progress_bar(len(stops), done, progress)
     for k in range(done, len(stops)):
         st = eqx.combine(dynamic, state_static)
-        running = _running(st, float(t1_)) & (np.asarray(st.t) < stops[k])
-        index = np.flatnonzero(running)
+        index = np.flatnonzero(_running(options, st) & (np.asarray(st.t) < stops[k]))
         if index.size:
-            advanced = run_chunks(
+            advanced = chunks.run(
                 lambda f, d, a: _advance(
-                    setup, f, d, state_static, a, stops[k], flow_axis
+                    setup, f, d, state_static, a, stops[k], seeds.flow_axis
                 ),
                 index,
                 dynamic,
@@ -539,21 +339,130 @@ def solve_ensemble(
         if run is not None:
             run.save(k + 1, fingerprint, dynamic)
         st = eqx.combine(dynamic, state_static)
-        _rundir.update_bar(bar, st, _running(st, float(t1_)), num_seeds)
+        _rundir.update_bar(bar, st, _running(options, st), seeds.count)
         if callback is not None:
             callback(k, float(stops[k]))
     if bar is not None:
         bar.close()
-    outputs = run_chunks(
-        lambda f, d, a: _finish(setup, f, d, state_static, a, flow_axis),
+    outputs = chunks.run(
+        lambda f, d, a: _finish(setup, f, d, state_static, a, seeds.flow_axis),
         everyone,
         dynamic,
         atols,
     )
-    ensemble = _ensemble(outputs, setup, atols, num_seeds, stops)
+    ensemble = _ensemble(outputs, setup, atols, seeds.count, stops)
     if run is not None:
+        config = _run_config(seeds, options, chunks, stops) | {
+            "rtol": rtol,
+            "atol": atol,
+            "stepsize_controller": repr(stepsize_controller),
+            "dt0": dt0,
+            "max_steps": max_steps,
+            "metrics": None if metrics is None else sorted(metrics),
+            "save_models": save_models,
+        }
         _rundir.write(run.path, ensemble, config)
     return ensemble
+
+
+class _Seeds:
+    """The seeds' initial models and flows (one shared, or one per seed) on the host,
+    drawn from their keys."""
+
+    def __init__(self, flow, init, keys, fname: str):
+        self.keys = keys
+        self.per_seed_flow = not isinstance(flow, GradientFlow)
+        if self.per_seed_flow and not callable(flow):
+            raise ValueError(
+                f"{fname}: `flow` must be a jaxflow.GradientFlow or a function key -> "
+                f"GradientFlow, got {type(flow).__name__}."
+            )
+        if not callable(init):
+            raise ValueError(
+                f"{fname}: `init` must be a function key -> model, got {init!r}."
+            )
+        if self.per_seed_flow:
+            data_keys, model_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+            flows = eqx.filter_vmap(flow)(data_keys)
+            self.flow_one = jax.tree.map(
+                lambda x: x[0] if eqx.is_array(x) else x, flows
+            )
+            self.flows = jax.tree.map(
+                lambda x: np.asarray(x) if eqx.is_array(x) else x, flows
+            )
+            self.flow_axis = 0
+        else:
+            model_keys, self.flows, self.flow_one, self.flow_axis = (
+                keys,
+                flow,
+                flow,
+                None,
+            )
+        self.params, self.static = eqx.partition(
+            eqx.filter_vmap(init)(model_keys), eqx.is_inexact_array
+        )
+        self.model_one = eqx.combine(
+            jax.tree.map(lambda x: x[0], self.params), self.static
+        )
+        self.count = keys.shape[0]
+        self.bytes_per_seed = sum(
+            x[0].size * x.dtype.itemsize for x in jax.tree.leaves(self.params)
+        )
+
+    def flow_arrays(self):
+        return eqx.filter(self.flows, eqx.is_array)
+
+
+class _Chunks:
+    """Runs a function over chunks of at most `batch_size` seeds, each padded to a
+    bucket size and put on the devices."""
+
+    def __init__(self, seeds: _Seeds, place: _Devices, batch_size: int):
+        self.seeds, self.place, self.batch_size = seeds, place, batch_size
+        self.shared_flow = (
+            None if seeds.per_seed_flow else place.put(seeds.flows, False)
+        )
+
+    def run(self, fn, index, *batched):
+        """`fn(flow, *chunk)` over chunks of the seeds `index` (rows `index` of the
+        arrays in `batched`); the results on the host, one row per seed in `index`."""
+        dynamic, static = [], None
+        multiple = len(self.place.devices)
+        for start in range(0, len(index), self.batch_size):
+            part = index[start : start + self.batch_size]
+            size = _bucket(len(part), self.batch_size, multiple)
+            padded = np.concatenate([part, np.full(size - len(part), part[0])])
+            chunk = [self.place.put(_take(b, padded), True) for b in batched]
+            flow = (
+                self.place.put(_take(self.seeds.flows, padded), True)
+                if self.seeds.per_seed_flow
+                else self.shared_flow
+            )
+            out, static = eqx.partition(fn(flow, *chunk), eqx.is_array)
+            dynamic.append(_take(self.place.get(out), slice(0, len(part))))
+        dynamic = jax.tree.map(lambda *xs: np.concatenate(xs), *dynamic)
+        return eqx.combine(dynamic, static)
+
+
+def _run_config(seeds: _Seeds, options: Options, chunks: _Chunks, stops) -> dict:
+    """What a run directory's `config.json` records of the run (with the arguments as
+    given)."""
+    return {
+        "seeds": seeds.count,
+        "keys": np.asarray(jax.random.key_data(seeds.keys)).tolist(),
+        "model": _describe_tree(seeds.model_one),
+        "flow": _describe_tree(seeds.flow_one),
+        "flow_per_seed": seeds.per_seed_flow,
+        "t0": float(options.t0),
+        "t1": float(options.t1),
+        "ts": np.asarray(options.ts).tolist(),
+        "segments": np.asarray(stops).tolist(),
+        "solver": repr(options.solver),
+        "kinks": options.kinks,
+        "events": {name: repr(event) for name, event in options.events.items()},
+        "batch_size": chunks.batch_size,
+        "devices": [str(d) for d in chunks.place.devices],
+    }
 
 
 def _describe_tree(tree) -> str:
@@ -578,20 +487,19 @@ def _scatter(whole: np.ndarray, index, part) -> np.ndarray:
     return whole
 
 
-def _ensemble(outputs, setup: _Setup, atols, num_seeds: int, stops) -> Ensemble:
-    saved, values, final, t_final, stats, status, times = outputs
+def _ensemble(out: Outcome, setup: _Setup, atols, num_seeds: int, stops) -> Ensemble:
     return Ensemble(
-        ts=np.asarray(setup.ts),
-        ys=None if saved is None else eqx.combine(saved, setup.static),
-        final=eqx.combine(final, setup.static),
-        t_final=t_final,
-        metrics=values,
-        stats=stats,
-        status=status,
-        event_times=times,
-        rtol=setup.rtol,
+        ts=np.asarray(setup.options.ts),
+        ys=None if out.ys is None else eqx.combine(out.ys, setup.static),
+        final=eqx.combine(out.final, setup.static),
+        t_final=out.t_final,
+        metrics=out.metrics,
+        stats=out.stats,
+        status=out.status,
+        event_times=out.event_times,
+        rtol=setup.options.rtol,
         atol=atols,
-        solver=type(setup.solver).__name__,
+        solver=type(setup.options.solver).__name__,
         seeds=np.arange(num_seeds),
         segments=np.asarray(stops),
     )

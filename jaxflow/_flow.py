@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from . import _kinks
 from ._custom_types import LossFn
 from ._dataset import Dataset
+from ._kinks import supports
+from ._min_norm import min_norm_gradient
 from .losses import AbstractLoss
 
 
@@ -67,8 +68,8 @@ class GradientFlow(eqx.Module):
         count as on the kink (where the min-norm solve keeps sliding pairs, to rounding);
         at most four per neuron. For other models it is `gradient(model)`.
         """
-        if _kinks.supports(self, model):
-            return _kinks.min_norm_gradient(self, model, _kinks.RELEASE)
+        if supports(self, model):
+            return min_norm_gradient(self, model)
         return self.gradient(model)
 
     def value_and_gradient(self, params: PyTree, static: PyTree):

@@ -8,8 +8,14 @@ from jaxtyping import ArrayLike, Float
 
 from ._custom_types import MetricFn
 from ._flow import GradientFlow
-from ._solution import RESULTS, Solution
-from ._solve import _check_times, _final_status, _prepare, _save
+from ._options import check_times, prepare
+from ._solution import RESULTS, Solution, final_status
+
+
+def _save(params, static, flow, metrics: dict[str, MetricFn], save_models: bool):
+    model = eqx.combine(params, static)
+    values = {name: fn(model, flow) for name, fn in metrics.items()}
+    return (params if save_models else None), values
 
 
 @eqx.filter_jit
@@ -32,7 +38,7 @@ def _descend(flow, params, static, metrics, lr, steps, save_steps, save_models):
     carry = (params, optimizer.init(params), jnp.array(0, save_steps.dtype))
     (params, state, k), (saved, values) = jax.lax.scan(segment, carry, save_steps)
     params, _ = jax.lax.fori_loop(k, steps, step, (params, state))
-    status = _final_status(RESULTS.successful, params, flow, static)
+    status = final_status(RESULTS.successful, params, flow, static)
     return saved, values, params, status
 
 
@@ -66,7 +72,7 @@ def gradient_descent(
     A `jaxflow.Solution` with `stats` counting `steps` accepted steps and gradient
     evaluations, `rtol = atol = nan`, and status `nonfinite` if the iterates overflowed.
     """
-    params, static, metrics = _prepare(flow, model, metrics, "gradient_descent")
+    params, static, metrics = prepare(flow, model, metrics, "gradient_descent")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"gradient_descent: `lr` must be a float > 0, got {lr!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -76,7 +82,7 @@ def gradient_descent(
     if ts is None:
         save_steps = jnp.round(jnp.linspace(0, steps, 101)).astype(int)
     else:
-        ts = _check_times(ts, 0.0, steps * lr, "gradient_descent")
+        ts = check_times(ts, 0.0, steps * lr, "gradient_descent")
         save_steps = jnp.round(ts / lr).astype(int)
     saved, values, final, status = _descend(
         flow, params, static, metrics, float(lr), steps, save_steps, save_models

@@ -1,50 +1,38 @@
-r"""The minimum-norm gradient flow of a one-hidden-layer ReLU network.
+r"""The minimum-norm ReLU flow, one smooth piece at a time (`kinks="min-norm"`).
 
-At a kink, where a pre-activation $z_{ij} = \langle w_j, x_i\rangle + b_j$ is zero, the
-loss is not differentiable and $-\nabla L$ jumps. The flow is then the differential
-inclusion $\dot\theta \in -\partial L(\theta)$ (Clarke subdifferential), and its
-*slow* solution takes the element of least norm. For $f(x) = \sum_j v_j
-\sigma(\langle u_j, \tilde x\rangle)$, $u_j = (w_j, b_j)$, $\tilde x = (x, 1)$, and
-residuals $r_i = \partial L / \partial f(x_i)$, the subdifferential in $u_j$ is
-
-$$\partial_{u_j} L = \Big\{\, g_j + \sum_{i \in K_j} s_i\, v_j r_i\, \tilde x_i
-\;:\; s \in [0, 1]^{K_j} \Big\}, \qquad g_j = v_j \sum_{i:\, z_{ij} > 0} r_i\,\tilde x_i,$$
-
-with $K_j$ the points on neuron $j$'s kink, so the least-norm element is one tiny
-box-constrained least-squares problem per neuron. On one surface with $s_i \in (0, 1)$
-it is the Filippov sliding velocity: tangent to the surface, $\dot z_{ij} = 0$. When
-$s_i$ reaches 0 or 1 the trajectory leaves the surface to the matching side. The
-gradient in $v_j$ is single-valued since $\sigma(0) = 0$, and the conserved quantities
-$v_j^2 - \|u_j\|^2$ stay conserved.
-
-The flow is integrated piecewise: a `Pattern` fixes which pairs are active, inactive
-or on a kink, and within a piece the vector field is the smooth continuation of that
-piece (`field`), so the solver's error control never sees a jump. `jaxflow.solve` locates
-where a pre-activation changes sign and starts a new piece there.
+Each step integrates the smooth continuation of the current piece (`_min_norm.field`)
+with a diffrax solver and step-size controller (the loop is `_integrate.Integrator`).
+After an accepted step, any pair whose pre-activation changed sign against the piece
+marks a crossing: the first one is located on the step's dense output (Illinois root
+finding), the step is cut there, the pairs at the crossing are moved onto the kink
+exactly, and the minimum-norm field decides whether each slides along it or passes to
+the other side. Kinks therefore cost a cut step and a restart instead of a cascade of
+rejected steps, and sliding pairs stay on their surface (the field is tangent to it,
+which Runge-Kutta steps preserve to rounding) instead of chattering across it.
 """
 
-import functools
-import itertools
+from typing import ClassVar
 
-import equinox as eqx
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float
 
 from ._dataset import Dataset
-from ._roots import when
+from ._min_norm import (
+    Pattern,
+    ReLUProblem,
+    field,
+    forward,
+    pattern_at,
+    slot_values,
+    slots_of,
+)
+from ._pieces import AbstractPieces, Cut, Start
+from ._relu import KINK_TOL, neurons, with_neurons
+from ._roots import first_root, when
 from .losses import AbstractLoss
 from .models import TwoLayerReLU
-
-
-# Most points a neuron can sit on the kink of at once (a pair beyond this ends the solve
-# with status `kink_overflow`). One is generic; a neuron sliding along one or two kinks
-# in high dimension meets more (MNIST 0 vs 1, n = 500: three at t = 300).
-MAX_KINKS = 4  # >= 2
-
-# A pair on a kink whose |z_ij| grows past this, relative to ||u_j|| ||x_i||, has left.
-RELEASE = 1e-10
 
 
 def supports(flow, model) -> bool:
@@ -57,253 +45,202 @@ def supports(flow, model) -> bool:
     )
 
 
-class ReLUProblem(eqx.Module):
-    """What the field needs from the flow, in the layout it uses."""
+class MinNorm(AbstractPieces):
+    """Pieces of constant activation pattern, switched at located crossings
+    (`kinks="min-norm"`).
 
-    inputs: Float[Array, "n d1"]  # x_i, with a column of ones when the net has a bias
-    norms: Float[Array, " n"]
-    target: Float[Array, " n"]
-    loss: AbstractLoss
+    **Arguments:**
 
-    def __init__(self, flow, model: TwoLayerReLU):
-        X = flow.data.X
-        if model.b is not None:
-            X = jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1)
-        self.inputs = X
-        self.norms = jnp.linalg.norm(X, axis=1)
-        self.target = flow.data.y
-        self.loss = flow.loss
-
-
-def neurons(params: TwoLayerReLU) -> Float[Array, "h d1"]:
-    """$u_j = (w_j, b_j)$ as rows."""
-    if params.b is None:
-        return params.W
-    return jnp.concatenate([params.W, params.b[:, None]], axis=1)
-
-
-def _with_neurons(params: TwoLayerReLU, U, v) -> TwoLayerReLU:
-    d = params.W.shape[1]
-    if params.b is None:
-        return eqx.tree_at(lambda m: (m.W, m.v), params, (U, v))
-    return eqx.tree_at(lambda m: (m.W, m.v, m.b), params, (U[:, :d], v, U[:, d]))
-
-
-class Pattern(eqx.Module):
-    """The discrete state of a piece: which pairs are active, and which sit on a kink.
-
-    `slots[j]` lists the points on neuron `j`'s kink (-1 for an empty slot); those
-    pairs are not `active`.
+    - `problem`: the network's data and loss (`_min_norm.ReLUProblem`).
+    - `rtol`, `atol`: the step-size controller's tolerances, which decide which
+        crossings are worth locating (0 for both: every one).
     """
 
-    active: Bool[Array, "n h"]
-    slots: Int[Array, "h k"]
+    problem: ReLUProblem
+    rtol: Float[Array, ""]
+    atol: Float[Array, ""]
+    counts: ClassVar[tuple[str, ...]] = (
+        "num_restarts",
+        "num_kink_events",
+        "num_crossings",
+        "num_slides",
+        "num_exits",
+        "num_small_crossings",
+    )
 
-    def on_kink(self) -> Bool[Array, "n h"]:
-        return slot_values(self.slots, jnp.ones(self.slots.shape, bool), self.active)
+    def term(self) -> dfx.ODETerm:
+        return dfx.ODETerm(
+            lambda t, y, pattern: jax.tree.map(
+                jnp.negative, field(y, pattern, self.problem).gradient
+            )
+        )
 
+    def _preactivations(self, y):
+        return self.problem.inputs @ neurons(y).T
 
-def slot_values(slots: Int[Array, "h k"], values: Array, like: Array) -> Array:
-    """Scatter per-slot `values` to an array shaped like `like` (n, h), zero elsewhere."""
-    n, h = like.shape
-    rows = jnp.where(slots >= 0, slots, n)
-    cols = jnp.broadcast_to(jnp.arange(h)[:, None], slots.shape)
-    return jnp.zeros((n, h), values.dtype).at[rows, cols].set(values, mode="drop")
+    def _excess(self, y, pattern, Z=None):
+        """Pre-activations (`Z`, if already computed) signed so that positive agrees
+        with `pattern`, per unit input norm."""
+        Z = self._preactivations(y) if Z is None else Z
+        return jnp.where(pattern.active, Z, -Z) / self.problem.norms[:, None]
 
+    def _settle(self, y, pattern, new, crossed=True):
+        """Put the pairs `new` (at z = 0) on their kink if the minimum-norm field
+        slides along it, else on the side it moves them to. `crossed`: they just
+        crossed from the side `pattern` gives them (not so for pairs starting on a
+        kink)."""
+        X = self.problem.inputs
+        on = pattern.on_kink() | new
+        slots, overflow = slots_of(on)
+        trial = Pattern(active=pattern.active & ~new, slots=slots)
+        F = field(y, trial, self.problem)
+        zdot = -(X @ neurons(F.gradient).T)
+        s = slot_values(slots, F.multipliers, zdot)
+        up = jnp.where(zdot != 0, zdot > 0, s >= 0.5)
+        # A pair the field sends back to the side it just crossed from is at a
+        # tangency (its field on that side turns at the kink), or the step's error
+        # carried it over: either way it slides, and leaves when the field takes it
+        # off (`_release`). Sending it back would locate the same crossing again at
+        # ever shorter steps.
+        back = (up == pattern.active) & crossed
+        slide = new & (((s > 0) & (s < 1)) | back)
+        leave = new & ~slide
+        slots, _ = slots_of(on & ~leave)
+        pattern = Pattern(active=trial.active | (leave & up), slots=slots)
+        return pattern, overflow, jnp.sum(leave), jnp.sum(slide)
 
-def slots_of(on_kink: Bool[Array, "n h"]) -> tuple[Int[Array, "h k"], Bool[Array, ""]]:
-    """The kink slots holding the pairs marked in `on_kink` (per neuron, its first
-    `MAX_KINKS` marked points in increasing order), and whether some neuron has more
-    than `MAX_KINKS` of them."""
-    # One min per slot, each past the previous slot's point. (Not lax.top_k, a cumsum
-    # or an argmax: on the CPU they cost several gradient evaluations, and this runs
-    # every step.)
-    marked = on_kink.T
-    n = marked.shape[1]
-    position = jnp.arange(n)[None, :]
-    after = jnp.full((marked.shape[0], 1), -1)
-    slots = []
-    for _ in range(MAX_KINKS):
-        after = jnp.min(jnp.where(marked & (position > after), position, n), axis=1)
-        slots.append(jnp.where(after < n, after, -1))
-        after = after[:, None]
-    overflow = jnp.any(jnp.sum(marked, axis=1) > MAX_KINKS)
-    return jnp.stack(slots, axis=1).astype(jnp.int32), overflow
+    def _onto_kinks(self, y, new, Z):
+        """Move the neurons so that z_ij = 0 exactly for the pairs `new`; and the
+        pre-activations there (`Z`: at `y`)."""
+        X = self.problem.inputs
+        U = neurons(y) - jnp.where(new, Z / self.problem.norms[:, None] ** 2, 0.0).T @ X
+        y = with_neurons(y, U)
+        return y, self._preactivations(y)
 
+    def _release(self, y, pattern, Z):
+        """Pairs on a kink whose pre-activation (`Z`, at `y`) has grown away from zero
+        leave it."""
+        on = pattern.on_kink()
+        gone = on & (jnp.abs(Z) > KINK_TOL * self.problem.pair_scale(y))
+        slots, _ = slots_of(on & ~gone)
+        return Pattern(pattern.active | (gone & (Z > 0)), slots), jnp.sum(gone)
 
-def pair_scale(params: TwoLayerReLU, problem: ReLUProblem) -> Float[Array, "n h"]:
-    """$\\|u_j\\| \\|x_i\\|$, the size of $z_{ij}$."""
-    return problem.norms[:, None] * jnp.linalg.norm(neurons(params), axis=1)[None, :]
+    def init(self, y):
+        # Pairs that start on a kink are settled like a crossing at t0.
+        pattern, overflow = pattern_at(y, self.problem, KINK_TOL)
+        y, _ = self._onto_kinks(y, pattern.on_kink(), self._preactivations(y))
+        pattern, more, crossings, slides = self._settle(
+            y, pattern, pattern.on_kink(), crossed=False
+        )
+        counts = {name: jnp.array(0) for name in self.counts}
+        counts["num_crossings"], counts["num_slides"] = crossings, slides
+        return Start(y, pattern, counts, overflow | more)
 
+    def cut(self, t0, t1, y1, pattern: Pattern, interp):
+        """Whether the step [t0, t1] crossed a kink worth locating, where (the first
+        crossing, else t1), and the crossing pairs."""
+        X = self.problem.inputs
+        # Crossings whose jumps in the field, held over the whole step, add up to less
+        # than half the error the controller allows (same scaled RMS norm) are not
+        # worth locating: those pairs just change side at the end of the step.
+        Z1, _, _, r1 = forward(y1, pattern, self.problem)
+        # Within the release band a pair counts as on its kink, whatever its sign
+        # (rounding leaves |z| ~ 1e-19 on a neuron that stopped there).
+        band = KINK_TOL * self.problem.pair_scale(y1)
+        agreeing = jnp.where(pattern.active, Z1, -Z1)  # positive: on the piece's side
+        crossed = ~pattern.on_kink() & (agreeing < -band)
+        weight = (self.atol + self.rtol * jnp.abs(neurons(y1))) ** -2
+        size = sum(x.size for x in jax.tree.leaves(y1))
+        error = ((r1[:, None] * y1.v[None, :]) * (t1 - t0)) ** 2 * (X**2 @ weight.T)
+        budget = 0.25 * size / jnp.maximum(jnp.sum(crossed), 1).astype(error.dtype)
+        crossed = crossed & (error > budget)
+        event = jnp.any(crossed)
+        signed = agreeing / self.problem.norms[:, None]  # `_excess`
+        t_cut = when(
+            event,
+            lambda: self._first_crossing(t0, t1, signed, crossed, pattern, interp),
+            t1,
+        )
+        return Cut(event, t_cut, crossed)
 
-def pattern_at(
-    params: TwoLayerReLU, problem: ReLUProblem, tol: float
-) -> tuple[Pattern, Bool[Array, ""]]:
-    """The pattern of a point: pairs with $|z_{ij}| \\le$ `tol` $\\|u_j\\|\\|x_i\\|$ are on
-    a kink, the others active where $z_{ij} > 0$. Also returns whether some neuron had
-    more than `MAX_KINKS` pairs on a kink (the first ones are kept)."""
-    Z = problem.inputs @ neurons(params).T
-    near = jnp.abs(Z) <= tol * pair_scale(params, problem)
-    slots, overflow = slots_of(near)
-    return Pattern(active=(Z > 0) & ~near, slots=slots), overflow
+    def _first_crossing(self, t0, t1, e1, crossed, pattern, interp):
+        """The first time in [t0, t1] at which one of the pairs `crossed` reaches its
+        kink; `e1`: their pre-activations at t1 (`_excess`), negative.
 
+        A pre-activation pass over all pairs costs a third of a gradient, and root
+        finding on it takes about ten. So the root is found on one candidate per
+        neuron, the pair that crosses first by linear interpolation between t0 and t1
+        (a dot product each), and one pass at the root checks that no other pair
+        crossed before it; if one did (rare: within a step the pre-activations are
+        nearly linear), the search is repeated over all pairs.
+        """
+        X, norms = self.problem.inputs, self.problem.norms
+        n, h = crossed.shape
+        e0 = jnp.maximum(self._excess(interp.evaluate(t0), pattern), 0.0)
+        fraction = jnp.where(crossed, e0 / (e0 - e1), jnp.inf)
+        first = jnp.min(fraction, axis=0, keepdims=True)
+        row = jnp.min(jnp.where(fraction == first, jnp.arange(n)[:, None], n), axis=0)
+        has = jnp.isfinite(first[0])  # the neuron has a crossed pair
+        row, col = jnp.where(has, row, 0), jnp.arange(h)
+        sign = jnp.where(pattern.active[row, col], 1.0, -1.0)
+        inputs = (sign / norms[row])[:, None] * X[row]
 
-def _faces(k: int) -> np.ndarray:
-    """All ways to treat each of `k` slots in the box QP: 0 free, 1 at its lower, 2 at
-    its upper bound; as columns, one row per slot."""
-    return np.array(list(itertools.product((0, 1, 2), repeat=k)), np.int32).T
+        def candidates(t):
+            e = jnp.sum(inputs * neurons(interp.evaluate(t)), axis=1)
+            return jnp.min(jnp.where(has, e, jnp.inf))
 
+        def everyone(t):
+            e = self._excess(interp.evaluate(t), pattern)
+            return jnp.min(jnp.where(crossed, e, jnp.inf))
 
-def _solve_spd(A: list[list[Array]], b: list[Array]) -> list[Array]:
-    """Solve $A s = b$ for a small symmetric positive definite $A$ given entry by entry
-    (`A[i][j]`, `b[i]`: arrays, one system per element), by Gaussian elimination
-    without pivoting, written out in elementwise arithmetic."""
-    k = len(b)
-    A = [list(row) for row in A]
-    b = list(b)
-    for p in range(k):
-        for i in range(p + 1, k):
-            factor = A[i][p] / A[p][p]
-            for j in range(p + 1, k):
-                A[i][j] = A[i][j] - factor * A[p][j]
-            b[i] = b[i] - factor * b[p]
-    s = [None] * k
-    for i in reversed(range(k)):
-        rest = sum((A[i][j] * s[j] for j in range(i + 1, k)), jnp.zeros_like(b[i]))
-        s[i] = (b[i] - rest) / A[i][i]
-    return s
-
-
-def _box_lsq(
-    g: Float[Array, "*h d1"], M: Float[Array, "*h k d1"], valid: Bool[Array, "*h k"]
-) -> Float[Array, "*h k"]:
-    """$\\arg\\min_{s \\in [0,1]^k} \\|g + M^\\top s\\|^2$, exactly, by checking the
-    KKT conditions on all $3^k$ faces of the box ($k$ = `MAX_KINKS`); over any leading
-    (neuron) axes.
-
-    On a face, the free coordinates solve the normal equations with the others at
-    their bounds. Everything is elementwise arithmetic over (neurons, faces): one QP
-    per neuron as a batch of tiny `linalg.solve`s and matrix products cost 60 times the
-    rest of the field on the CPU at width 1000.
-    """
-    k = M.shape[-2]
-    M = jnp.where(valid[..., None], M, 0.0)
-    H = [[jnp.sum(M[..., i, :] * M[..., j, :], -1) for j in range(k)] for i in range(k)]
-    q = [jnp.sum(M[..., i, :] * g, -1) for i in range(k)]
-    size = functools.reduce(
-        jnp.maximum, [H[i][i] for i in range(k)]
-    ) + functools.reduce(jnp.maximum, [jnp.abs(x) for x in q])
-    size = jnp.where(size > 0, size, 1.0)
-    # Empty slots, or a singular H (a point whose residual is 0), stay well posed.
-    for i in range(k):
-        H[i][i] = H[i][i] + jnp.where(valid[..., i], 1e-14 * size, 1.0)
-    # Over faces: a trailing axis.
-    H = [[x[..., None] for x in row] for row in H]
-    q = [x[..., None] for x in q]
-    size = size[..., None]
-    cases = _faces(k).reshape(k, *(1,) * (valid.ndim - 1), -1)  # (k, 1, ..., 1, 3^k)
-    free = [cases[i] == 0 for i in range(k)]
-    bound = [np.where(cases[i] == 2, 1.0, 0.0).astype(g.dtype) for i in range(k)]
-    # The free coordinates' normal equations; a fixed one's row is s_i = its bound.
-    A = [
-        [
-            jnp.where(free[i] & free[j], H[i][j], 1.0 if i == j else 0.0)
-            for j in range(k)
-        ]
-        for i in range(k)
-    ]
-    b = [
-        jnp.where(
-            free[i],
-            -(
-                q[i]
-                + sum(jnp.where(free[j], 0.0, H[i][j] * bound[j]) for j in range(k))
+        f1 = jnp.min(jnp.where(has, e1[row, col], jnp.inf))
+        # (Under `jax.vmap` this runs for every seed when one has a crossing: the
+        # others do not search.)
+        t_cut = first_root(candidates, t0, t1, candidates(t0), f1, jnp.any(has))
+        # A pair past its kink at t_cut by more than the release band crossed before.
+        y_cut = interp.evaluate(t_cut)
+        band = KINK_TOL * jnp.linalg.norm(neurons(y_cut), axis=1)
+        missed = jnp.any(crossed & (self._excess(y_cut, pattern) < -band[None, :]))
+        return when(
+            missed,
+            lambda: first_root(
+                everyone, t0, t_cut, everyone(t0), everyone(t_cut), True
             ),
-            bound[i],
+            t_cut,
         )
-        for i in range(k)
-    ]
-    s = _solve_spd(A, b)
-    slope = [q[i] + sum(H[i][j] * s[j] for j in range(k)) for i in range(k)]
 
-    bad = 0.0
-    for i in range(k):
-        outside = jnp.maximum(-s[i], 0) + jnp.maximum(s[i] - 1, 0)
-        wrong_way = jnp.where(
-            cases[i] == 1, jnp.maximum(-slope[i], 0), jnp.maximum(slope[i], 0)
+    def switch(self, y, pattern: Pattern, cut: Cut, keep):
+        """The next piece, at the end `y` of an accepted step (cut at a crossing if
+        `cut.event`)."""
+        crossed, event = cut.crossed, cut.event
+        Z = self._preactivations(y)
+        pattern, exits = self._release(y, pattern, Z)
+        # Pairs within the release distance of their kink go along (near-copies of a
+        # neuron reach a kink together).
+        norms = jnp.linalg.norm(neurons(y), axis=1)
+        near = self._excess(y, pattern, Z) <= KINK_TOL * norms[None, :]
+        new = crossed & near & event
+        y, Z = when(event, lambda: self._onto_kinks(y, new, Z), (y, Z))
+        pattern, overflow, crossings, slides = when(
+            event,
+            lambda: self._settle(y, pattern, new),
+            (pattern, jnp.array(False), jnp.array(0), jnp.array(0)),
         )
-        bad = bad + jnp.where(free[i], outside, wrong_way / size)
-    objective = sum(s[i] * (0.5 * slope[i] + 0.5 * q[i]) for i in range(k))
-    feasible = bad <= 1e-10
-    best = jnp.where(
-        jnp.any(feasible, axis=-1),
-        jnp.argmin(jnp.where(feasible, objective, jnp.inf), axis=-1),
-        jnp.argmin(bad, axis=-1),
-    )[..., None]
-    s = jnp.concatenate([jnp.take_along_axis(x, best, axis=-1) for x in s], axis=-1)
-    return jnp.where(valid, jnp.clip(s, 0.0, 1.0), 0.0)
+        # Pairs that crossed with a small jump change side.
+        band = KINK_TOL * self.problem.pair_scale(y)
+        flip = ~pattern.on_kink() & ~new & (jnp.where(pattern.active, Z, -Z) < -band)
+        pattern = Pattern(pattern.active ^ flip, pattern.slots)
+        counts = {
+            "num_kink_events": jnp.where(event, 1, 0),
+            "num_crossings": crossings,
+            "num_slides": slides,
+            "num_exits": jnp.where(keep, exits, 0),
+            "num_small_crossings": jnp.where(keep, jnp.sum(flip), 0),
+        }
+        return Start(y, pattern, counts, overflow)
 
-
-class Field(eqx.Module):
-    """The smooth continuation of one piece's minimum-norm gradient, and its parts."""
-
-    value: Float[Array, ""]  # the loss
-    gradient: TwoLayerReLU  # the minimum-norm element of the subdifferential
-    multipliers: Float[Array, "h k"]  # s for each kink slot, in [0, 1]
-
-
-def forward(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem):
-    """Pre-activations $z_{ij}$, hidden activations of the piece, the loss and the
-    residuals $r_i = \\partial L / \\partial f(x_i)$."""
-    Z = problem.inputs @ neurons(params).T
-    hidden = jnp.where(pattern.active, Z, 0.0) + jnp.where(
-        pattern.on_kink(), jax.nn.relu(Z), 0.0
-    )
-    value, r = jax.value_and_grad(problem.loss.of_predictions)(
-        hidden @ params.v, problem.target
-    )
-    return Z, hidden, value, r
-
-
-def field(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem) -> Field:
-    """The minimum-norm gradient of the piece `pattern` at `params`.
-
-    Active pairs contribute $z_{ij}$ to the hidden layer even where $z_{ij} < 0$ (the
-    continuation of the piece past its boundary, which the solver may sample inside a
-    step that is then cut at the crossing); pairs on a kink contribute $\\sigma(z_{ij})$.
-    """
-    X, v = problem.inputs, params.v
-    Z, hidden, value, r = forward(params, pattern, problem)
-    gU = v[:, None] * (jnp.where(pattern.active, r[:, None], 0.0).T @ X)
-    gv = hidden.T @ r
-
-    valid = pattern.slots >= 0
-    index = jnp.where(valid, pattern.slots, 0)
-    # Column i of neuron j's QP: the jump of its gradient across z_ij = 0.
-    M = jnp.where(valid, v[:, None] * r[index], 0.0)[..., None] * X[index]
-
-    def on_kinks(gU):
-        # Slots fill in order, and nearly always a neuron has at most two points on
-        # its kink: the 9-face QP on the first two slots, the 3^MAX_KINKS-face one
-        # only when some neuron has more (always, it made solves on problem iii 5 times
-        # slower).
-        two = _box_lsq(gU, M[:, :2], valid[:, :2])
-        s = jnp.concatenate(
-            [two, jnp.zeros((two.shape[0], MAX_KINKS - 2), two.dtype)], 1
-        )
-        s = when(jnp.any(valid[:, 2:]), lambda: _box_lsq(gU, M, valid), s)
-        return gU + jnp.sum(s[..., None] * M, axis=1), s
-
-    gU, s = when(
-        jnp.any(valid), lambda: on_kinks(gU), (gU, jnp.zeros(valid.shape, gU.dtype))
-    )
-    return Field(value, _with_neurons(params, gU, gv), s)
-
-
-def min_norm_gradient(flow, model: TwoLayerReLU, tol: float) -> TwoLayerReLU:
-    """The least-norm element of the Clarke subdifferential of the loss at `model`,
-    counting pairs with $|z_{ij}| \\le$ `tol` $\\|u_j\\|\\|x_i\\|$ as on the kink."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    problem = ReLUProblem(flow, model)
-    pattern, _ = pattern_at(params, problem, tol)
-    return eqx.combine(field(params, pattern, problem).gradient, static)
+    def diagnostics(self, pattern: Pattern, counts) -> dict:
+        return {
+            "num_sliding": jnp.sum(pattern.slots >= 0),
+            "num_crossings": counts["num_crossings"],
+        }

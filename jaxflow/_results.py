@@ -5,7 +5,7 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._solution import RESULTS, status_name, succeeded
+from ._solution import RESULTS, readable, status_name, succeeded
 
 
 class Ensemble(eqx.Module):
@@ -37,7 +37,7 @@ class Ensemble(eqx.Module):
     final: Any
     ys: Any
     t_final: Float[Array, " seeds"]
-    status: RESULTS
+    status: RESULTS = eqx.field(converter=readable)
     stats: dict[str, Array]
     rtol: float = eqx.field(static=True)
     atol: Float[Array, " seeds"]
@@ -62,7 +62,7 @@ class Ensemble(eqx.Module):
         names = self.status_name
         out = []
         for name, value in zip(names, np.asarray(self.status._value).reshape(-1)):
-            text = RESULTS[_item(value)]
+            text = RESULTS[status_of(value)]
             out.append(name if not text or name == "successful" else f"{name}: {text}")
         return out
 
@@ -106,7 +106,7 @@ class Ensemble(eqx.Module):
             ("final", self.final, ("seed",)),
             ("ys", self.ys, ("seed", "time")),
         ):
-            for field, x in _fields(tree).items():
+            for field, x in named_arrays(tree).items():
                 key = f"{prefix}_{field}"
                 data[key] = (self._dims(key, x.shape, lead), x)
         coords = {"seed": np.asarray(self.seeds), "time": np.asarray(self.ts)}
@@ -137,7 +137,7 @@ class Ensemble(eqx.Module):
         }
         for name in ("loss", "grad_norm"):
             if name in self.metrics:
-                table[name] = _last_finite(np.asarray(self.metrics[name]))
+                table[name] = last_finite(np.asarray(self.metrics[name]))
         if "conserved_drift" in self.metrics:
             drift = np.asarray(self.metrics["conserved_drift"])
             top = np.max(np.where(np.isfinite(drift), drift, -np.inf), axis=1)
@@ -159,11 +159,11 @@ class Ensemble(eqx.Module):
         return pd.DataFrame(table).set_index("seed")
 
 
-def _item(value) -> RESULTS:
+def status_of(value) -> RESULTS:
     return eqx.tree_at(lambda r: r._value, RESULTS.successful, np.asarray(value))
 
 
-def _fields(tree) -> dict[str, np.ndarray]:
+def named_arrays(tree) -> dict[str, np.ndarray]:
     """The arrays of a model (or a dict of them), by field name."""
     if tree is None:
         return {}
@@ -179,7 +179,7 @@ def _fields(tree) -> dict[str, np.ndarray]:
     return out
 
 
-def _last_finite(x: np.ndarray) -> np.ndarray:
+def last_finite(x: np.ndarray) -> np.ndarray:
     """Per row, the last finite entry (nan if none)."""
     finite = np.isfinite(x)
     last = np.where(finite.any(1), x.shape[1] - 1 - np.argmax(finite[:, ::-1], 1), 0)

@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._results import Ensemble, _fields, _item
+from ._results import Ensemble, named_arrays, status_of
 
 
 CHECKPOINT = "checkpoint.npz"
@@ -182,7 +182,7 @@ def load_ensemble(path, like=None) -> Ensemble:
     }
     if like is not None:
         params, static = eqx.partition(like, eqx.is_array)
-        leaves = [final[name] for name in _fields(params)]
+        leaves = [final[name] for name in named_arrays(params)]
         final = eqx.combine(
             jax.tree.unflatten(jax.tree.structure(params), leaves), static
         )
@@ -206,7 +206,7 @@ def load_ensemble(path, like=None) -> Ensemble:
         final=final,
         ys=ys or None,
         t_final=data["t_final"].values,
-        status=_item(data["status"].values.astype(np.int32)),
+        status=status_of(data["status"].values.astype(np.int32)),
         stats={n: data[n].values for n in stat_names if n in data},
         rtol=float(data.attrs["rtol"]),
         atol=data["atol"].values,

@@ -2,8 +2,10 @@ from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
 
 class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
@@ -42,6 +44,51 @@ def status_name(status) -> str | np.ndarray:
     return names.item() if names.ndim == 0 else names
 
 
+def update_result(old: RESULTS, new: RESULTS) -> RESULTS:
+    """A solve's status after something that happened later: `new` where `old` is
+    `successful`, else `old` (the first failure is the one reported, as in diffrax)."""
+    return RESULTS.where(old == RESULTS.successful, new, old)
+
+
+def finite(tree: PyTree) -> Bool[Array, ""]:
+    """Whether every array of `tree` is finite."""
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def final_status(status: RESULTS, params: PyTree, flow, static: PyTree) -> RESULTS:
+    """`status` checked at the end of a solve: `nonfinite` parameters, or a
+    `nonfinite_gradient` (loss or gradient) at finite parameters, take precedence."""
+    value, gradient = flow.value_and_gradient(params, static)
+    ok = finite(params)
+    bad_gradient = ok & ~(finite(gradient) & jnp.isfinite(value))
+    status = update_result(
+        RESULTS.where(bad_gradient, RESULTS.nonfinite_gradient, RESULTS.successful),
+        status,
+    )
+    return update_result(
+        RESULTS.where(ok, RESULTS.successful, RESULTS.nonfinite), status
+    )
+
+
+class _Readable(type(RESULTS.successful)):
+    """A status that prints its name: `successful`, `max_steps_reached`, ... (an array
+    of names when batched)."""
+
+    def __repr__(self):
+        if self.is_traced():
+            return "RESULTS<traced>"
+        name = status_name(self)
+        return str(name if isinstance(name, str) else name.tolist())
+
+    __str__ = __repr__
+
+
+def readable(status: RESULTS) -> RESULTS:
+    """`status` (equal to it, usable wherever it is) with a repr that names it."""
+    return _Readable(status._value, status._enumeration)
+
+
 def succeeded(status: RESULTS) -> Bool[Array, "..."]:
     """Whether a (possibly batched) status is a success: `successful`, or
     `event_occurred` (a terminal event ended the solve)."""
@@ -62,7 +109,7 @@ class Solution(eqx.Module):
     - `final`: the model at the end of the solve (`t1`, or the time reached if the solve
         stopped early; see `t_final`).
     - `t_final`: the time the solve reached.
-    - `metrics`: dict name -> array of shape `(times, ...)`, computed during the solve.
+    - `metrics`: dict name -> array of shape `(times, ...)`, the metrics at `ts`.
         Entries after a failure are `inf`.
     - `stats`: dict with at least `num_accepted_steps`, `num_rejected_steps`,
         `num_steps` (both), `num_vf_evals` (gradient evaluations by the solver;
@@ -73,8 +120,9 @@ class Solution(eqx.Module):
         `num_small_crossings` (crossings too small to locate, switched at a step's
         end) and `num_restarts` (steps started afresh after a cut); each attempted
         step also evaluates the loss once (no gradient) at its end.
-    - `status`: a `jaxflow.RESULTS` item; `status_name` and `message` say it in words.
-        `succeeded` is true for `successful` and `event_occurred`.
+    - `status`: a `jaxflow.RESULTS` item, printed as its name (`successful`,
+        `max_steps_reached`, ...); `message` adds its explanation. `succeeded` is true
+        for `successful` and `event_occurred`.
     - `event_times`: dict event name -> the first time the event happened, shaped like
         the event's value (nan where it did not happen); empty without `events`.
     - `rtol`, `atol`: the tolerances the solve ran with (nan for gradient descent).
@@ -87,7 +135,7 @@ class Solution(eqx.Module):
     t_final: Float[Array, ""]
     metrics: dict[str, Array]
     stats: dict[str, Int[Array, ""]]
-    status: RESULTS
+    status: RESULTS = eqx.field(converter=readable)
     event_times: dict[str, Array]
     rtol: Float[Array, ""]
     atol: Float[Array, ""]

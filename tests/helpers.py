@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,6 +25,51 @@ def relu_problem(*, n=20, d=5, width=10, scale=1e-6, seed=0, bias=False, loss=No
     data = jf.datasets.separable(dkey, n, d, 0.3)
     net = jf.models.TwoLayerReLU(d, width, scale=scale, bias=bias, key=mkey)
     return jf.GradientFlow(loss or jf.losses.exponential, data), net
+
+
+def kink_crossing_problem():
+    """Logistic loss, 6 points in 3-D, width 5, unit init: pre-activations change sign
+    along the flow, each (neuron, point) pair once (checked in test_solve): kinks
+    crossed, no sliding."""
+    dkey, mkey = jax.random.split(jax.random.key(3))
+    X = jax.random.normal(dkey, (6, 3))
+    data = jf.Dataset(X, jnp.sign(X[:, 0] + 0.3 * X[:, 1]))
+    net = jf.models.TwoLayerReLU(3, 5, scale=1.0, key=mkey)
+    return jf.GradientFlow(jf.losses.logistic, data), net
+
+
+def boursier_flammarion_problem(width, scale, seed):
+    """Square loss on the Boursier-Flammarion data with a biased TwoLayerReLU: at
+    small scale, neurons slide along the data points' kinks."""
+    flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
+    net = jf.models.TwoLayerReLU(
+        1, width, scale=scale, bias=True, fan="width", key=jax.random.key(seed)
+    )
+    return flow, net
+
+
+# One small problem for test_ensemble and test_events, defined once so that compiled
+# code is reused.
+D, WIDTH, T1 = 4, 6, 40.0
+DATA = jf.datasets.separable(jax.random.key(0), 16, D, 0.3)
+FLOW = jf.GradientFlow(jf.losses.exponential, DATA)
+TS = jnp.geomspace(1e-2, T1, 12)
+KEYS = jax.random.split(jax.random.key(1), 5)
+
+
+def init(key):
+    return jf.models.TwoLayerReLU(D, WIDTH, scale=1e-3, key=key)
+
+
+def aligned(t, model, flow):
+    """Per neuron: positive until cos(w_j, x_+) reaches 0.9."""
+    return 0.9 - jf.metrics.cos_plus(model, flow)
+
+
+EVENTS = {
+    "loss": jf.events.LossBelow(0.05, terminal=False),
+    "aligned": jf.events.Event(aligned),
+}
 
 
 def mnist_root() -> Path:

@@ -1,5 +1,6 @@
 """Alignment study (Min, Mallada, Vidal): theory quantities against hand-worked 2-D
-cases, event times against a brute-force search on a fine grid."""
+cases, the two-phase metrics against finite differences, the study's summary. The
+events it uses are tested in test_events."""
 
 import math
 
@@ -75,87 +76,6 @@ def test_theory_rejects_bad_data():
         jf.experiments.alignment_theory(np.ones((3, 2)))
 
 
-def test_event_validation():
-    with pytest.raises(ValueError, match="`delta` must be in"):
-        jf.events.Aligned(0.0)
-    with pytest.raises(ValueError, match="`fraction` must be in"):
-        jf.events.LossFraction(1.5)
-    with pytest.raises(ValueError, match="`factor` must be > 1"):
-        jf.events.NormGrowth(1.0)
-
-
-def _cos_own(model, flow):
-    return jf.metrics.cos_own(model, flow)
-
-
-def _in_cones(model, flow):
-    return jf.events.in_cones(model, flow)
-
-
-def _all_in_own(model, flow):
-    return jnp.all(jf.events.in_own_cones(model, flow))
-
-
-def _norm_W(model, flow):
-    del flow
-    return jnp.sqrt(jnp.sum(model.W**2))
-
-
-def _first(grid, hit):
-    """First grid time where `hit` (times along axis 0), nan where never."""
-    hit = np.asarray(hit)
-    first = np.argmax(hit, axis=0)
-    return np.where(hit.any(axis=0), grid[first], np.nan), first
-
-
-@pytest.mark.parametrize("kinks", ["plain", "min-norm"])
-def test_event_times_match_fine_grid(kinks):
-    dkey, mkey = jax.random.split(jax.random.key(4))
-    data = jf.datasets.separable(dkey, 12, 4, 0.2)
-    flow = jf.GradientFlow(jf.losses.exponential, data)
-    net = jf.models.TwoLayerReLU(4, 6, scale=1e-3, key=mkey)
-    t1, delta = 30.0, 1e-2
-    grid = jnp.linspace(0.0, t1, 6001)
-    metrics = {
-        "loss": jf.metrics.loss,
-        "cos_own": _cos_own,
-        "in_cones": _in_cones,
-        "all_in_own": _all_in_own,
-        "norm": _norm_W,
-    }
-    sol = jf.solve(
-        flow,
-        net,
-        t1=t1,
-        ts=grid,
-        rtol=1e-10,
-        metrics=metrics,
-        events=jf.experiments.alignment_events(delta),
-        kinks=kinks,
-    )
-    assert sol.status_name == "successful"
-    g, m = np.asarray(grid), {k: np.asarray(v) for k, v in sol.metrics.items()}
-    h = g[1] - g[0]
-    brute = {
-        "aligned": _first(g, m["cos_own"] >= 1 - delta),
-        "in_cone": _first(g, m["in_cones"]),
-        "t1": _first(g, m["all_in_own"]),
-        "t2": _first(g, m["loss"] <= 0.5 * m["loss"][0]),
-        "norm_growth": _first(g, m["norm"] >= 2.0 * m["norm"][0]),
-    }
-    for name, (at, _) in brute.items():
-        located = np.asarray(sol.event_times[name])
-        assert np.array_equal(np.isnan(located), np.isnan(at)), name
-        # The grid's first hit is at or after the event, by less than one spacing.
-        ok = ~np.isnan(at)
-        assert np.all(located[ok] <= at[ok] + 1e-9), (name, located, at)
-        assert np.all(located[ok] > at[ok] - h - 1e-9), (name, located, at)
-    # Something happened: the test would be empty otherwise.
-    assert np.isfinite(np.asarray(sol.event_times["t1"]))
-    assert np.isfinite(np.asarray(sol.event_times["t2"]))
-    assert np.sum(np.isfinite(np.asarray(sol.event_times["aligned"]))) >= 3
-
-
 def test_two_phase_metrics_are_derivatives():
     dkey, mkey = jax.random.split(jax.random.key(5))
     data = jf.datasets.separable(dkey, 10, 3, 0.3)
@@ -178,18 +98,6 @@ def test_two_phase_metrics_are_derivatives():
     u = np.asarray(ys.W / jnp.linalg.norm(ys.W, axis=-1, keepdims=True))
     speed = np.linalg.norm((u[2] - u[0]) / (2 * h), axis=-1).sum()
     assert float(sol.metrics["direction_change"][1]) == pytest.approx(speed, rel=1e-5)
-
-
-def test_in_cone_component_equals_full_value():
-    dkey, mkey = jax.random.split(jax.random.key(6))
-    data = jf.datasets.separable(dkey, 15, 3, 0.2)
-    flow = jf.GradientFlow(jf.losses.exponential, data)
-    net = jf.models.TwoLayerReLU(3, 40, scale=1.0, key=mkey)
-    event = jf.events.InCone()
-    full = np.asarray(jf.events._events.as_value(event(0.0, net, flow, None)))
-    parts = [float(event.component(0.0, net, flow, None, k)) for k in range(40)]
-    np.testing.assert_array_equal(full, parts)
-    assert set(full) == {-1.0, 1.0}  # both cases present at this size
 
 
 def test_sliding_neuron_counts_as_dead():

@@ -14,30 +14,7 @@ import jaxflow as jf
 import jaxflow._ensemble
 from jaxflow._cli import main
 
-from helpers import relative_error
-
-
-# One small problem for every test here, defined once so compiled code is reused.
-D, WIDTH, T1 = 4, 6, 40.0
-DATA = jf.datasets.separable(jax.random.key(0), 16, D, 0.3)
-FLOW = jf.GradientFlow(jf.losses.exponential, DATA)
-TS = jnp.geomspace(1e-2, T1, 12)
-KEYS = jax.random.split(jax.random.key(1), 5)
-
-
-def init(key):
-    return jf.models.TwoLayerReLU(D, WIDTH, scale=1e-3, key=key)
-
-
-def aligned(t, model, flow):
-    """Per neuron: positive until cos(w_j, x_+) reaches 0.9."""
-    return 0.9 - jf.metrics.cos_plus(model, flow)
-
-
-EVENTS = {
-    "loss": jf.events.LossBelow(0.05, terminal=False),
-    "aligned": jf.events.Event(aligned),
-}
+from helpers import EVENTS, FLOW, KEYS, T1, TS, WIDTH, D, init, relative_error
 
 
 def solve_ensemble(**kwargs):
@@ -93,42 +70,6 @@ def test_metrics_deferred_after_the_loop_equal_metrics_in_the_loop(monkeypatch):
     for name, value in deferred.metrics.items():
         assert np.allclose(value, in_loop.metrics[name], rtol=1e-12, equal_nan=True)
     assert np.array_equal(deferred.final.W, in_loop.final.W)
-
-
-def test_event_times_are_located_on_the_trajectory():
-    net = init(KEYS[0])
-    sol = jf.solve(FLOW, net, t1=T1, ts=TS, rtol=1e-10, events=EVENTS)
-    t_loss = float(sol.event_times["loss"])
-    t_aligned = np.asarray(sol.event_times["aligned"])
-    assert 0 < t_loss < T1 and np.sum(np.isfinite(t_aligned)) >= 2
-    assert sol.status_name == "successful"  # non-terminal events do not stop it
-    # Re-solve and save exactly at the located times: the conditions hold there.
-    found = np.sort(np.concatenate([[t_loss], t_aligned[np.isfinite(t_aligned)]]))
-    check = jf.solve(FLOW, net, t1=T1, ts=found, rtol=1e-10)
-    loss_at = np.asarray(check.metrics["loss"])[np.searchsorted(found, t_loss)]
-    assert abs(loss_at / 0.05 - 1) < 1e-7
-    for j in np.flatnonzero(np.isfinite(t_aligned)):
-        k = np.searchsorted(found, t_aligned[j])
-        assert abs(float(check.metrics["cos_plus"][k, j]) - 0.9) < 1e-7
-
-    # A terminal event: steady state of the square loss from a larger init.
-    flow = jf.GradientFlow(jf.losses.square, DATA)
-    net = jf.models.TwoLayerReLU(D, WIDTH, scale=0.3, key=KEYS[0])
-    steady = {"steady": jf.events.SteadyState(1e-2)}
-    sol = jf.solve(flow, net, t1=T1, ts=TS, rtol=1e-10, events=steady)
-    t_steady = float(sol.event_times["steady"])
-    assert sol.status_name == "event_occurred" and bool(sol.succeeded)
-    assert float(sol.t_final) == t_steady < T1
-    later = np.asarray(sol.ts) > t_steady
-    assert later.any() and np.all(np.isnan(sol.metrics["loss"][later]))
-    assert np.all(np.isfinite(sol.metrics["loss"][~later]))
-    g0 = float(jf.metrics.grad_norm(net, flow))
-    at = jf.solve(flow, net, t1=t_steady, ts=jnp.array([t_steady]), rtol=1e-10)
-    assert abs(float(at.metrics["grad_norm"][0]) / (1e-2 * g0) - 1) < 1e-6
-    # The same level given as an absolute floor, under a relative level far below it.
-    floor = {"steady": jf.events.SteadyState(1e-12, atol=1e-2 * g0)}
-    sol = jf.solve(flow, net, t1=T1, ts=TS, rtol=1e-10, events=floor)
-    assert abs(float(sol.event_times["steady"]) / t_steady - 1) < 1e-8
 
 
 def test_terminal_seeds_leave_failures_are_kept_per_seed_data(tmp_path):

@@ -6,39 +6,26 @@ import numpy as np
 import pytest
 
 import jaxflow as jf
-from jaxflow import _kinks
+from jaxflow import _kinks, _min_norm, _relu
 
-from helpers import relative_error, relu_problem
-
-
-def _boursier_flammarion(width, scale, seed):
-    flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
-    net = jf.models.TwoLayerReLU(
-        1, width, scale=scale, bias=True, fan="width", key=jax.random.key(seed)
-    )
-    return flow, net
-
-
-def _kink_crossing_problem():
-    """Logistic loss, 6 points in 3-D, width 5, unit init: each (neuron, point) pair
-    changes sign at most once along the flow (checked in test_solve): no sliding."""
-    dkey, mkey = jax.random.split(jax.random.key(3))
-    X = jax.random.normal(dkey, (6, 3))
-    data = jf.Dataset(X, jnp.sign(X[:, 0] + 0.3 * X[:, 1]))
-    net = jf.models.TwoLayerReLU(3, 5, scale=1.0, key=mkey)
-    return jf.GradientFlow(jf.losses.logistic, data), net
+from helpers import (
+    boursier_flammarion_problem,
+    kink_crossing_problem,
+    relative_error,
+    relu_problem,
+)
 
 
 @pytest.mark.parametrize("empty", [(), (0,), (1,), (0, 2)])
 def test_box_least_squares_is_exact(empty):
     optimize = pytest.importorskip("scipy.optimize")
-    k = _kinks.MAX_KINKS
+    k = _min_norm.MAX_KINKS
     valid = jnp.array([i not in empty for i in range(k)])
     rng = np.random.default_rng(0)
     for _ in range(30):
         g = jnp.asarray(rng.normal(size=6))
         M = jnp.asarray(rng.normal(size=(k, 6)) * rng.uniform(0.1, 3, size=(k, 1)))
-        s = _kinks._box_lsq(g, M, valid)
+        s = _min_norm._box_lsq(g, M, valid)
         A = np.asarray(M[np.asarray(valid)].T)
         ref = optimize.lsq_linear(A, -np.asarray(g), bounds=(0, 1), tol=1e-14)
         best = np.sum((np.asarray(g) + A @ ref.x) ** 2)
@@ -51,10 +38,10 @@ def test_box_least_squares_is_exact(empty):
 def test_field_off_kinks_is_the_gradient(bias):
     flow, net = relu_problem(n=15, d=4, width=7, scale=1.0, bias=bias)
     params, _ = eqx.partition(net, eqx.is_inexact_array)
-    problem = _kinks.ReLUProblem(flow, net)
-    pattern, _ = _kinks.pattern_at(params, problem, _kinks.RELEASE)
+    problem = _min_norm.ReLUProblem(flow, net)
+    pattern, _ = _min_norm.pattern_at(params, problem, _relu.KINK_TOL)
     assert int(jnp.sum(pattern.slots >= 0)) == 0
-    F = _kinks.field(params, pattern, problem)
+    F = _min_norm.field(params, pattern, problem)
     assert relative_error(F.gradient, flow.gradient(net)) < 1e-13
     assert float(abs(F.value - flow(net))) < 1e-14
     assert relative_error(flow.min_norm_gradient(net), flow.gradient(net)) < 1e-13
@@ -94,7 +81,7 @@ def test_min_norm_gradient_on_a_kink(bias):
 
 
 def test_no_sliding_agrees_with_the_plain_solve():
-    flow, net = _kink_crossing_problem()
+    flow, net = kink_crossing_problem()
     reference = jf.solve(flow, net, t1=5.0, rtol=1e-13, kinks="plain", max_steps=10**6)
     plain = jf.solve(flow, net, t1=5.0, rtol=1e-10, kinks="plain")
     exact = jf.solve(flow, net, t1=5.0, rtol=1e-10, kinks="min-norm")
@@ -110,7 +97,7 @@ def test_no_sliding_agrees_with_the_plain_solve():
 
 
 def test_auto_picks_min_norm_for_relu_nets_only():
-    flow, net = _kink_crossing_problem()
+    flow, net = kink_crossing_problem()
     assert "num_kink_events" in jf.solve(flow, net, t1=0.1).stats
     assert "num_kink_events" not in jf.solve(flow, net, t1=0.1, kinks="plain").stats
     linear = jf.GradientFlow(jf.losses.square, flow.data)
@@ -127,7 +114,7 @@ def test_auto_picks_min_norm_for_relu_nets_only():
 def test_sliding_pairs_stay_on_their_kink():
     """Boursier-Flammarion data at scale 0.1: neurons with a_j < 0 slide along a data
     point's kink, where the plain solve stalls."""
-    flow, net = _boursier_flammarion(width=20, scale=0.1, seed=4)
+    flow, net = boursier_flammarion_problem(width=20, scale=0.1, seed=4)
     ts = jnp.linspace(0.0, 30.0, 61)
     sol = jf.solve(flow, net, t1=30.0, rtol=1e-9, ts=ts)
     assert sol.status == jf.RESULTS.successful
@@ -173,7 +160,7 @@ def test_grazing_pairs_slide_instead_of_recrossing():
 def test_gradient_descent_converges_to_the_sliding_flow():
     """GD crosses a sliding surface back and forth; its error against the min-norm flow
     must still shrink like the step."""
-    flow, net = _boursier_flammarion(width=10, scale=0.1, seed=2)
+    flow, net = boursier_flammarion_problem(width=10, scale=0.1, seed=2)
     T = 10.0
     sol = jf.solve(flow, net, t1=T, rtol=1e-11, ts=jnp.array([T]))
     assert int(sol.stats["num_slides"]) > 0
@@ -192,9 +179,9 @@ def test_gradient_descent_converges_to_the_sliding_flow():
 @pytest.mark.parametrize("bias", [False, True])
 def test_vmap_over_seeds_matches_single_solves(bias):
     if bias:
-        flow, _ = _boursier_flammarion(width=10, scale=0.1, seed=0)
+        flow, _ = boursier_flammarion_problem(width=10, scale=0.1, seed=0)
     else:
-        flow, _ = _kink_crossing_problem()
+        flow, _ = kink_crossing_problem()
     d = flow.data.X.shape[1]
 
     def run(key):
@@ -225,7 +212,7 @@ def test_num_vf_evals_counts_real_gradient_evaluations():
             jax.debug.callback(lambda: calls.append(1), ordered=True)
             return (prediction - target) ** 2
 
-    flow, net = _boursier_flammarion(width=10, scale=0.1, seed=1)
+    flow, net = boursier_flammarion_problem(width=10, scale=0.1, seed=1)
     flow = jf.GradientFlow(Counted(), flow.data)
     for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Heun()):
         calls.clear()
@@ -247,8 +234,8 @@ def test_first_crossing_not_the_first_by_linear_interpolation():
     flow = jf.GradientFlow(jf.losses.square, jf.Dataset(X, jnp.ones(2)))
     net = jf.models.TwoLayerReLU(2, 2, scale=1.0, key=jax.random.key(0))
     params, _ = eqx.partition(net, eqx.is_inexact_array)
-    pieces = jf._piecewise.Kinks(_kinks.ReLUProblem(flow, net), 1e-8, 1e-8)
-    pattern = _kinks.Pattern(
+    pieces = _kinks.MinNorm(_min_norm.ReLUProblem(flow, net), 1e-8, 1e-8)
+    pattern = _min_norm.Pattern(
         active=jnp.ones((2, 2), bool), slots=-jnp.ones((2, 4), int)
     )
 

@@ -13,7 +13,7 @@ import pytest
 
 import jaxflow as jf
 from jaxflow._cli import main
-from jaxflow.losses._population import single_neurons
+from jaxflow._neurons import single_neurons
 
 
 def _unit(key, d):

@@ -7,22 +7,12 @@ import pytest
 
 import jaxflow as jf
 
-from helpers import relative_error, relu_problem
-
-
-def _kink_crossing_problem():
-    """Logistic loss, 6 points in 3-D, width 5, unit init: pre-activations change sign
-    along the flow, each (neuron, point) pair once: kinks crossed, no sliding."""
-    dkey, mkey = jax.random.split(jax.random.key(3))
-    X = jax.random.normal(dkey, (6, 3))
-    data = jf.Dataset(X, jnp.sign(X[:, 0] + 0.3 * X[:, 1]))
-    net = jf.models.TwoLayerReLU(3, 5, scale=1.0, key=mkey)
-    return jf.GradientFlow(jf.losses.logistic, data), net
+from helpers import kink_crossing_problem, relative_error, relu_problem
 
 
 def test_matches_scipy_dop853_through_kinks():
     scipy_integrate = pytest.importorskip("scipy.integrate")
-    flow, net = _kink_crossing_problem()
+    flow, net = kink_crossing_problem()
     t1 = 5.0
     sol = jf.solve(flow, net, t1=t1, rtol=1e-10, ts=jnp.linspace(0.0, t1, 2001))
     assert sol.status == jf.RESULTS.successful

@@ -1,7 +1,6 @@
 """Built-in data sets: synthetic separable data, the papers' toys, MNIST, and Gaussian
 inputs labelled by a teacher (infinite data, or sampled)."""
 
-from ..losses._population import GaussianTeacher as GaussianTeacher
 from ._mnist import mnist as mnist
 from ._synthetic import (
     boursier_flammarion as boursier_flammarion,
@@ -10,3 +9,4 @@ from ._synthetic import (
     separable as separable,
     two_points as two_points,
 )
+from ._teacher import GaussianTeacher as GaussianTeacher

@@ -15,7 +15,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ..metrics._metrics import _cones, cone_flags, cos_own, strictly_active
+from .._relu import cone_flags, cones, strictly_active
+from ..metrics import cos_own
 from ._events import AbstractEvent, as_value
 
 
@@ -44,14 +45,14 @@ class Aligned(AbstractEvent):
 
 def in_cones(model, flow) -> Bool[Array, " width"]:
     """Per neuron, whether $w_j \\in S_+ \\cup S_- \\cup S_{\\rm dead}$ exactly."""
-    plus, minus, dead = _cones(model, flow.data)
+    plus, minus, dead = cones(model, flow.data)
     return plus | minus | dead
 
 
 def in_own_cones(model, flow) -> Bool[Array, " width"]:
     """Per neuron, whether $w_j \\in S_{\\operatorname{sign} v_j} \\cup S_{\\rm dead}$
     exactly: where Theorem 1 puts every neuron by $t_1$."""
-    plus, minus, dead = _cones(model, flow.data)
+    plus, minus, dead = cones(model, flow.data)
     return jnp.where(model.v > 0, plus, minus) | dead
 
 

@@ -19,7 +19,11 @@ from ._neuron import (
     plot_neuron as plot_neuron,
     teacher_flow as teacher_flow,
 )
-from ._plots import plot_alignment as plot_alignment, plot_times as plot_times
+from ._plots import (
+    plot_alignment as plot_alignment,
+    plot_demo as plot_demo,
+    plot_times as plot_times,
+)
 from ._spurious import (
     classify_ensemble as classify_ensemble,
     least_squares as least_squares,

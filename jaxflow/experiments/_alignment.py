@@ -19,8 +19,8 @@ from jaxtyping import Array, Float
 
 from .. import events as jf_events, metrics as jf_metrics
 from .._dataset import Dataset
-from .._results import _last_finite
-from ..metrics._metrics import _cones
+from .._relu import cones
+from .._results import last_finite
 from ..models import TwoLayerReLU
 
 
@@ -33,6 +33,10 @@ def _floats(x) -> list:
     """JSON-ready: nan and inf become None."""
     x = np.asarray(x, dtype=float)
     return [None if not np.isfinite(v) else float(v) for v in x.reshape(-1)]
+
+
+# The fields of `AlignmentTheory` that are one number per data set (and seed).
+_THEORY_SCALARS = "mu X_min X_max cone_sin init_margin zeta xi t1_bound".split()
 
 
 class AlignmentTheory(eqx.Module):
@@ -58,7 +62,7 @@ class AlignmentTheory(eqx.Module):
 
     The paper's appendix defines $\zeta$ and $\xi$ as angular margins without one
     closed form we could compute for any data set; the two above are our reading of
-    them (papers.md, section 1): $\zeta$ combines the distance of the initial neurons
+    them (Min, Mallada and Vidal, arXiv 2307.12851): $\zeta$ combines the distance of the initial neurons
     from the wrong centre with the width of the cones around $x_\pm$, $\xi$ the
     separation between the centres and the directions outside $S_+ \cup S_-$. The
     requirement on $\varepsilon$ (exponentially small in $n / \sqrt{\mu}$) has no
@@ -81,10 +85,7 @@ class AlignmentTheory(eqx.Module):
         """The scalars as Python floats for JSON (lists, one per seed, when stacked
         over seeds; nan and inf as None)."""
         out = {}
-        for name in (
-            "mu", "X_min", "X_max", "cone_sin", "init_margin", "zeta", "xi",
-            "t1_bound",
-        ):  # fmt: skip
+        for name in _THEORY_SCALARS:
             x = _floats(getattr(self, name))
             out[name] = x[0] if np.ndim(getattr(self, name)) == 0 else x
         return out | {"n": self.n}
@@ -203,6 +204,13 @@ def _quantiles(x) -> dict[str, float | int]:
     return out
 
 
+# The metrics whose last finite value per seed the summary reports.
+_FINAL_METRICS = (
+    "loss stable_rank spectral_norm_sq align_plus align_minus frac_plus frac_minus "
+    "frac_dead conserved_drift"
+).split()
+
+
 def alignment_summary(
     ens, theory: AlignmentTheory, data: Dataset | None = None
 ) -> dict:
@@ -230,7 +238,7 @@ def alignment_summary(
     aligned = times.get("aligned")
     dead = None
     if data is not None:
-        dead = np.asarray(jax.vmap(lambda m: _cones(m, data)[2])(ens.final))
+        dead = np.asarray(jax.vmap(lambda m: cones(m, data)[2])(ens.final))
     tau_max = np.full(ens.num_seeds, np.nan)
     if aligned is not None:
         counted = np.isfinite(aligned) | (False if dead is None else dead)
@@ -243,12 +251,9 @@ def alignment_summary(
     t1 = times.get("t1", np.full(ens.num_seeds, np.nan))
     ratio = t1 / bound
     final = {}
-    for name in (
-        "loss", "stable_rank", "spectral_norm_sq", "align_plus", "align_minus",
-        "frac_plus", "frac_minus", "frac_dead", "conserved_drift",
-    ):  # fmt: skip
+    for name in _FINAL_METRICS:
         if name in ens.metrics:
-            final[name] = _last_finite(np.asarray(ens.metrics[name], float))
+            final[name] = last_finite(np.asarray(ens.metrics[name], float))
     scalars = theory.as_dict()
     seeds = []
     for s in range(ens.num_seeds):

@@ -3,7 +3,8 @@ r"""Lee, Sim and Ye: magnitude and angle dynamics of single ReLU neurons.
 A `NeuronChain` student of depth $L$ learns a single-neuron teacher $y = \sigma(\langle
 v, x\rangle)$ on Gaussian inputs, under the exact population loss. With balanced
 positive weights the flow reduces to two ODEs for the end-to-end magnitude $\|u\|$ and
-the angle $\varphi = \pi - \theta$ to the teacher (papers.md, section 3):
+the angle $\varphi = \pi - \theta$ to the teacher (our derivation, in the setting of
+Lee, Sim and Ye, arXiv 2209.13394):
 
 $$\frac{d\|u\|}{dt} = L\|u\|^{2-2/L}\Big[\frac{\|v\|(\sin\varphi - \varphi\cos\varphi)}
 {2\pi} - \frac{\|u\|}{2}\Big], \qquad
@@ -23,10 +24,10 @@ from .. import events as jf_events, metrics as jf_metrics
 from .._ensemble import solve_ensemble
 from .._flow import GradientFlow
 from .._gd import gradient_descent
+from .._polish import flat
 from .._solve import solve
-from .._stationary import _flat
+from ..datasets import GaussianTeacher
 from ..losses import half_square, population
-from ..losses._population import GaussianTeacher
 from ..models import NeuronChain
 
 
@@ -149,6 +150,9 @@ def fit_slope(x, y) -> float:
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
+_QUARTILES = (0.25, 0.5, 0.75)
+
+
 def neuron_summary(results: dict, scales, loss_level, angle_level) -> dict:
     """Per depth: the median (and quartiles) of the loss and angle times at each scale,
     the fitted slopes of log time against log scale, and the accuracy evidence."""
@@ -162,16 +166,9 @@ def neuron_summary(results: dict, scales, loss_level, angle_level) -> dict:
                 t = times[:, k]
                 done = np.isfinite(t)
                 row[f"{name}_reached"] = int(done.sum())
-                q = (
-                    np.quantile(t[done], [0.25, 0.5, 0.75])
-                    if done.any()
-                    else [np.nan] * 3
-                )
-                (
-                    row[f"{name}_time_q25"],
-                    row[f"{name}_time_median"],
-                    row[f"{name}_time_q75"],
-                ) = (float(x) for x in q)
+                q = np.quantile(t[done], _QUARTILES) if done.any() else [np.nan] * 3
+                for label, x in zip(("q25", "median", "q75"), q):
+                    row[f"{name}_time_{label}"] = float(x)
             row["statuses"] = sorted({str(s) for s in ens.status_name})
             row["steps_accepted_max"] = int(np.max(ens.stats["num_accepted_steps"]))
             row["steps_rejected_max"] = int(np.max(ens.stats["num_rejected_steps"]))
@@ -185,7 +182,13 @@ def neuron_summary(results: dict, scales, loss_level, angle_level) -> dict:
 
 
 def _flat_params(model) -> np.ndarray:
-    return np.asarray(_flat(model)[0])
+    return np.asarray(flat(model)[0])
+
+
+def _relative_gap(model, reference: np.ndarray) -> float:
+    r"""$\|\theta - \theta_{\rm ref}\| / \|\theta_{\rm ref}\|$, parameters flat."""
+    gap = np.linalg.norm(_flat_params(model) - reference) / np.linalg.norm(reference)
+    return float(gap)
 
 
 def _population_reference(depth, scale, d, t, rtol, key):
@@ -196,6 +199,13 @@ def _population_reference(depth, scale, d, t, rtol, key):
     net = NeuronChain(d, depth, scale=scale, key=mkey)
     exact = solve(flow, net, t1=t, ts=jnp.array([t]), rtol=rtol, metrics={})
     return flow, net, exact, _flat_params(exact.final)
+
+
+def _gap_summary(rows, x: str, y: str, exact, **run) -> dict:
+    """`run`, the `rows`, the slope of log `y` against log `x` over the rows, and the
+    status of the population flow they are compared with."""
+    slope = fit_slope([r[x] for r in rows], [r[y] for r in rows])
+    return run | {"rows": rows, "slope": slope, "status": str(exact.status_name)}
 
 
 def finite_sample_gap(
@@ -219,25 +229,29 @@ def finite_sample_gap(
     dkey = jax.random.fold_in(key, 1)
     rows = []
     for n in ns:
-        gaps, statuses = [], set()
-        for k in jax.random.split(jax.random.fold_in(dkey, n), draws):
-            data = flow.data.sample(k, int(n))
-            sol = solve(
-                GradientFlow(half_square, data), net, t1=t, ts=jnp.array([t]),
-                rtol=rtol, metrics={}, kinks="plain",
-            )  # fmt: skip
-            statuses.add(str(sol.status_name))
-            gaps.append(
-                np.linalg.norm(_flat_params(sol.final) - reference)
-                / np.linalg.norm(reference)
+        sols = [
+            solve(
+                GradientFlow(half_square, flow.data.sample(k, int(n))),
+                net,
+                t1=t,
+                ts=jnp.array([t]),
+                rtol=rtol,
+                metrics={},
+                kinks="plain",
             )
+            for k in jax.random.split(jax.random.fold_in(dkey, n), draws)
+        ]
+        gaps = [_relative_gap(sol.final, reference) for sol in sols]
         rows.append(
-            {"n": int(n), "gap_mean": float(np.mean(gaps)),
-             "gap_std": float(np.std(gaps)), "statuses": sorted(statuses)}
-        )  # fmt: skip
-    slope = fit_slope([r["n"] for r in rows], [r["gap_mean"] for r in rows])
-    return {"depth": depth, "scale": scale, "d": d, "t": t, "draws": draws,
-            "rows": rows, "slope": slope, "status": str(exact.status_name)}  # fmt: skip
+            {
+                "n": int(n),
+                "gap_mean": float(np.mean(gaps)),
+                "gap_std": float(np.std(gaps)),
+                "statuses": sorted({str(sol.status_name) for sol in sols}),
+            }
+        )
+    run = dict(depth=depth, scale=scale, d=d, t=t, draws=draws)
+    return _gap_summary(rows, "n", "gap_mean", exact, **run)
 
 
 def gd_gap(
@@ -261,121 +275,156 @@ def gd_gap(
         gd = gradient_descent(
             flow, net, lr=float(lr), steps=steps, ts=jnp.array([steps * lr]), metrics={}
         )
-        err = np.linalg.norm(_flat_params(gd.final) - reference) / np.linalg.norm(
-            reference
-        )
-        rows.append({"lr": float(lr), "steps": steps, "error": float(err)})
-    slope = fit_slope([r["lr"] for r in rows], [r["error"] for r in rows])
-    return {"depth": depth, "scale": scale, "d": d, "t": t, "rows": rows,
-            "slope": slope, "status": str(exact.status_name)}  # fmt: skip
+        error = _relative_gap(gd.final, reference)
+        rows.append({"lr": float(lr), "steps": steps, "error": error})
+    run = dict(depth=depth, scale=scale, d=d, t=t)
+    return _gap_summary(rows, "lr", "error", exact, **run)
 
 
-def _table(header, rows) -> list[str]:
+def _table(header, rows, title: str = "") -> str:
+    """A markdown table, after `title` and a blank line when there is a title."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(([title, ""] if title else []) + lines)
 
 
-def neuron_report(summary: dict) -> str:
-    """The study's tables, in markdown: median times per depth and scale with the
-    fitted slopes; the finite-sample gaps; GD's errors."""
+def _times_row(depth, r: dict) -> list:
+    """A row of the times table: median [quartiles] of both times, and the evidence."""
 
-    def spread(r, name):
+    def spread(name):
         return (
             f"{r[name + '_time_median']:.4g} [{r[name + '_time_q25']:.3g}, "
             f"{r[name + '_time_q75']:.3g}]"
         )
 
-    lines = [
-        f"Time to loss < {summary['loss_level']:g} and to angle < "
-        f"{summary['angle_level']:g} (median over seeds [quartiles]; reached/seeds):",
-        "",
+    return [
+        depth,
+        f"{r['scale']:g}",
+        spread("loss"),
+        spread("angle"),
+        f"{min(r['loss_reached'], r['angle_reached'])}/{r['seeds']}",
+        f"{r['steps_accepted_max']}/{r['steps_rejected_max']}",
+        ", ".join(r["statuses"]),
     ]
-    lines += _table(
-        ["depth", "scale", "loss time", "angle time", "reached",
-         "steps acc/rej (max)", "statuses"],
-        [
-            [depth, f"{r['scale']:g}", spread(r, "loss"), spread(r, "angle"),
-             f"{min(r['loss_reached'], r['angle_reached'])}/{r['seeds']}",
-             f"{r['steps_accepted_max']}/{r['steps_rejected_max']}",
-             ", ".join(r["statuses"])]
-            for depth, block in summary["depths"].items()
-            for r in block["rows"]
-        ],
-    )  # fmt: skip
-    lines.append("")
-    lines += _table(
-        ["depth", "slope of log loss time vs log scale",
-         "slope of log angle time vs log scale"],
-        [[depth, f"{b['slope_loss']:+.3f}", f"{b['slope_angle']:+.3f}"]
-         for depth, b in summary["depths"].items()],
-    )  # fmt: skip
+
+
+def neuron_report(summary: dict) -> str:
+    """The study's tables, in markdown: median times per depth and scale with the
+    fitted slopes; the finite-sample gaps; GD's errors."""
+    depths = summary["depths"]
+    tables = [
+        _table(
+            [
+                "depth",
+                "scale",
+                "loss time",
+                "angle time",
+                "reached",
+                "steps acc/rej (max)",
+                "statuses",
+            ],
+            [_times_row(depth, r) for depth, b in depths.items() for r in b["rows"]],
+            f"Time to loss < {summary['loss_level']:g} and to angle < "
+            f"{summary['angle_level']:g} (median over seeds [quartiles]; "
+            "reached/seeds):",
+        ),
+        _table(
+            [
+                "depth",
+                "slope of log loss time vs log scale",
+                "slope of log angle time vs log scale",
+            ],
+            [
+                [depth, f"{b['slope_loss']:+.3f}", f"{b['slope_angle']:+.3f}"]
+                for depth, b in depths.items()
+            ],
+        ),
+    ]
     if summary.get("finite_sample"):
         f = summary["finite_sample"]
-        lines += [
-            "",
-            f"Finite samples against the population flow: depth {f['depth']}, scale "
-            f"{f['scale']:g}, d {f['d']}, t = {f['t']:g}, {f['draws']} data sets per n; "
-            f"fitted slope of log gap vs log n: {f['slope']:+.3f}",
-            "",
-        ]
-        lines += _table(
-            ["n", "relative parameter gap (mean ± std)", "statuses"],
-            [[r["n"], f"{r['gap_mean']:.3e} ± {r['gap_std']:.1e}",
-              ", ".join(r["statuses"])] for r in f["rows"]],
-        )  # fmt: skip
+        tables.append(
+            _table(
+                ["n", "relative parameter gap (mean ± std)", "statuses"],
+                [
+                    [
+                        r["n"],
+                        f"{r['gap_mean']:.3e} ± {r['gap_std']:.1e}",
+                        ", ".join(r["statuses"]),
+                    ]
+                    for r in f["rows"]
+                ],
+                f"Finite samples against the population flow: depth {f['depth']}, "
+                f"scale {f['scale']:g}, d {f['d']}, t = {f['t']:g}, {f['draws']} data "
+                f"sets per n; fitted slope of log gap vs log n: {f['slope']:+.3f}",
+            )
+        )
     if summary.get("gd"):
         g = summary["gd"]
-        lines += [
-            "",
-            f"Gradient descent against the flow: depth {g['depth']}, scale "
-            f"{g['scale']:g}, population loss, t = {g['t']:g}; fitted slope of log error "
-            f"vs log step: {g['slope']:+.3f}",
-            "",
-        ]
-        lines += _table(
-            ["step", "steps", "relative parameter error"],
-            [[f"{r['lr']:g}", r["steps"], f"{r['error']:.3e}"] for r in g["rows"]],
+        tables.append(
+            _table(
+                ["step", "steps", "relative parameter error"],
+                [[f"{r['lr']:g}", r["steps"], f"{r['error']:.3e}"] for r in g["rows"]],
+                f"Gradient descent against the flow: depth {g['depth']}, scale "
+                f"{g['scale']:g}, population loss, t = {g['t']:g}; fitted slope of log "
+                f"error vs log step: {g['slope']:+.3f}",
+            )
         )
-    return "\n".join(lines)
+    return "\n\n".join(tables)
 
 
 def plot_neuron(summary: dict, path):
     """Median time against the initial scale per depth (loss and angle), the
     finite-sample gap against n, and GD's error against its step."""
-    from ._plots import _pyplot
+    from ._plots import pyplot
 
-    plt = _pyplot()
-    panels = 1 + bool(summary.get("finite_sample")) + bool(summary.get("gd"))
-    fig, axes = plt.subplots(1, panels + 1, figsize=(4.2 * (panels + 1), 3.6),
-                             layout="constrained", squeeze=False)  # fmt: skip
-    axes = list(axes[0])
+    plt = pyplot()
+    columns = 2 + bool(summary.get("finite_sample")) + bool(summary.get("gd"))
+    fig, axes = plt.subplots(
+        1, columns, figsize=(4.2 * columns, 3.6), layout="constrained"
+    )
+    axes = list(axes)
     for name, ax in zip(("loss", "angle"), axes[:2]):
         for depth, block in summary["depths"].items():
-            x = [r["scale"] for r in block["rows"]]
-            y = [r[f"{name}_time_median"] for r in block["rows"]]
-            lo = [r[f"{name}_time_q25"] for r in block["rows"]]
-            hi = [r[f"{name}_time_q75"] for r in block["rows"]]
-            line, = ax.loglog(x, y, "o-", label=f"L={depth} (slope "
-                              f"{block['slope_' + name]:+.2f})")  # fmt: skip
+            rows = block["rows"]
+            x = [r["scale"] for r in rows]
+            label = f"L={depth} (slope {block['slope_' + name]:+.2f})"
+            (line,) = ax.loglog(
+                x, [r[f"{name}_time_median"] for r in rows], "o-", label=label
+            )
+            lo = [r[f"{name}_time_q25"] for r in rows]
+            hi = [r[f"{name}_time_q75"] for r in rows]
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
-        level = summary[f"{name}_level"]
-        ax.set(xlabel="initial scale", ylabel=f"time to {name} < {level:g}",
-               title=f"{name}: median, quartiles")  # fmt: skip
+        ax.set(
+            xlabel="initial scale",
+            ylabel=f"time to {name} < {summary[f'{name}_level']:g}",
+            title=f"{name}: median, quartiles",
+        )
         ax.legend(fontsize=7)
     rest = axes[2:]
     if summary.get("finite_sample"):
         f, ax = summary["finite_sample"], rest.pop(0)
-        n = [r["n"] for r in f["rows"]]
-        ax.errorbar(n, [r["gap_mean"] for r in f["rows"]],
-                    yerr=[r["gap_std"] for r in f["rows"]], fmt="o-")  # fmt: skip
-        ax.set(xscale="log", yscale="log", xlabel="samples n",
-               ylabel="relative gap to population flow",
-               title=f"finite n, t={f['t']:g}: slope {f['slope']:+.2f}")  # fmt: skip
+        rows = f["rows"]
+        ax.errorbar(
+            [r["n"] for r in rows],
+            [r["gap_mean"] for r in rows],
+            yerr=[r["gap_std"] for r in rows],
+            fmt="o-",
+        )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="samples n",
+            ylabel="relative gap to population flow",
+            title=f"finite n, t={f['t']:g}: slope {f['slope']:+.2f}",
+        )
     if summary.get("gd"):
         g, ax = summary["gd"], rest.pop(0)
         ax.loglog([r["lr"] for r in g["rows"]], [r["error"] for r in g["rows"]], "o-")
-        ax.set(xlabel="GD step", ylabel="relative error to the flow",
-               title=f"GD, t={g['t']:g}: slope {g['slope']:+.2f}")  # fmt: skip
+        ax.set(
+            xlabel="GD step",
+            ylabel="relative error to the flow",
+            title=f"GD, t={g['t']:g}: slope {g['slope']:+.2f}",
+        )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -414,7 +463,7 @@ def neuron_study(
                 loss_level=loss_level,
                 angle_level=angle_level,
                 rtol=rtol,
-            )  # fmt: skip
+            )
             for scale in scales
         ]
     summary = neuron_summary(results, scales, loss_level, angle_level)

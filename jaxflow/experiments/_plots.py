@@ -1,11 +1,12 @@
-"""Figures of the alignment study (Min, Mallada, Vidal 2024, Fig. 2 and 3)."""
+"""Figures of the alignment study (Min, Mallada, Vidal 2024, Fig. 2 and 3) and of
+`jaxflow demo`."""
 
 from pathlib import Path
 
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +46,7 @@ def plot_alignment(
     second-layer weights (their signs group the neurons); `gd`: `(ts, metrics, label)`
     of gradient descent, drawn dashed.
     """
-    plt = _pyplot()
+    plt = pyplot()
     ts = np.asarray(ts)
     m = {k: np.asarray(x) for k, x in metrics.items()}
     positive = np.asarray(v) > 0
@@ -85,7 +86,7 @@ def plot_alignment(
 def plot_times(summary: dict, path: Path) -> Path:
     """ECDFs over seeds of $t_1$ (Theorem 1's event), the largest per-neuron alignment
     time, $t_2$ (loss drop) and the norm-growth onset, with the $t_1$ bound."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for name, label in (
         ("t1", "t1: all neurons in their cones"),
@@ -104,5 +105,35 @@ def plot_times(summary: dict, path: Path) -> Path:
     ax.set(xscale="log", xlabel="t", ylabel="fraction of seeds", title="first times")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_demo(ts, metrics, net, path: Path) -> Path:
+    """`jaxflow demo`'s panels: alignment, loss and gradient norm, the fractions of
+    neurons in $S_+$, $S_-$ and dead with the stable rank, and the drift of the
+    conserved $v_j^2 - \\|w_j\\|^2$. `net` is the initial model: the signs of its
+    $v_j$ group the neurons."""
+    plt = pyplot()
+    m = metrics
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
+    alignment_panel(axes[0, 0], ts, m, np.asarray(net.v) > 0)
+    axes[0, 0].set(xscale="log")
+    ax = axes[0, 1]
+    ax.loglog(ts, m["loss"], label="loss")
+    ax.loglog(ts, m["grad_norm"], label="‖∇L‖")
+    ax.set(xlabel="t", title="loss")
+    ax.legend()
+    ax = axes[1, 0]
+    for name in ("frac_plus", "frac_minus", "frac_dead"):
+        ax.plot(ts, m[name], label=name.removeprefix("frac_"))
+    label = "stable rank ‖W‖²_F/‖W‖²_2 / width"
+    ax.plot(ts, m["stable_rank"] / net.width, "k--", label=label)
+    ax.set(xscale="log", xlabel="t", title="fraction of neurons in S+, S-, dead")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.loglog(ts, np.maximum(m["conserved_drift"], 1e-18))
+    ax.set(xlabel="t", title="relative drift of v_j² - ‖w_j‖² (exactness check)")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -14,9 +14,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from .._classify import Verdict, classify
 from .._dataset import Dataset
-from .._stationary import Verdict, classify
-from ._plots import _pyplot
+from ._plots import pyplot
 
 
 def least_squares(data: Dataset) -> tuple[np.ndarray, float]:
@@ -95,7 +95,7 @@ def plot_spurious(
     point's activation boundary lies, the escape direction as an arrow), the fitted
     function against the data and the least-squares line, and the loss of every
     seed over time."""
-    plt = _pyplot()
+    plt = pyplot()
     verdict = verdicts[seed]
     model = _seed(ens.final, seed) if verdict is None else verdict.polished.model
     W, b, v = (np.asarray(x) for x in (model.W[:, 0], model.b, model.v))
@@ -110,16 +110,15 @@ def plot_spurious(
             ax.plot([angle, angle], [0, top], "k--", lw=0.7)
         if len(X) <= 10:
             ax.text(np.arctan2(-x, 1.0), top, f"x{i + 1}", fontsize=8)
-    if (
-        verdict is not None
-        and verdict.escape is not None
-        and verdict.escape.u is not None
-    ):
-        u = verdict.escape.u
+    escape = None if verdict is None else verdict.escape
+    if escape is not None and escape.u is not None:
+        u = escape.u
         ax.annotate(
-            "", xy=(np.arctan2(u[1], u[0]), top * 0.8), xytext=(0, 0),
+            "",
+            xy=(np.arctan2(u[1], u[0]), top * 0.8),
+            xytext=(0, 0),
             arrowprops=dict(arrowstyle="->", color="C2", lw=2),
-        )  # fmt: skip
+        )
         ax.plot([], [], color="C2", label="escape: new neuron")
         ax.legend(fontsize=7, loc="lower left")
     ax.set_rlabel_position(270)

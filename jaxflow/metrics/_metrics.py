@@ -1,4 +1,4 @@
-r"""Quantities evaluated along a trajectory, inside the solve (diffrax `SaveAt(fn=...)`).
+r"""Quantities evaluated along a trajectory, at the saved times `ts` of a solve.
 
 A metric is any callable `metric(model, flow) -> array`. The built-in ones below are
 module-level functions or `equinox.Module`s, so that repeated solves reuse their
@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .. import _kinks
 from .._dataset import Dataset
-from ..losses._population import _geometry
+from .._neurons import polar
+from .._relu import cones
 from ..models import NeuronChain, TwoLayerReLU
 
 
@@ -129,52 +129,19 @@ def direction_change(model: TwoLayerReLU, flow) -> Float[Array, ""]:
     return jnp.sum(jnp.where(sq > 0, speed, 0.0))
 
 
-def cone_flags(active, positive):
-    """In $S_+$, in $S_-$, dead: from the activation pattern `active` (data along axis
-    0) and the positive labels `positive` (broadcast against it)."""
-    in_plus = jnp.all(active == positive, axis=0)
-    in_minus = jnp.all(active == ~positive, axis=0)
-    dead = ~jnp.any(active, axis=0)
-    return in_plus, in_minus, dead
-
-
-def kink_scale(X, w, b=None):
-    r"""$\|(w, b)\| \|(x_i, 1)\|$, the size of the preactivations of `w` `(d,)` (shape
-    `(n,)`) or of `W` `(width, d)` (shape `(n, width)`) on the rows of `X`."""
-    sq_x = jnp.sum(X**2, axis=1)
-    sq_w = jnp.sum(w**2, axis=-1)
-    if b is not None:
-        sq_x, sq_w = sq_x + 1.0, sq_w + b**2
-    scale = jnp.sqrt(sq_x)[:, None] * jnp.atleast_1d(jnp.sqrt(sq_w))[None, :]
-    return scale if jnp.ndim(w) == 2 else scale[:, 0]
-
-
-def strictly_active(z, X, w, b=None):
-    r"""Which preactivations $z = \langle w, x_i\rangle + b$ are active, counting
-    $|z| \le 10^{-10} \|(w, b)\| \|(x_i, 1)\|$ as on the kink, so inactive: the
-    tolerance to which `kinks="min-norm"` keeps a sliding pair on its kink. `z` is
-    `(n,)` for one neuron `w` `(d,)`, or `(n, width)` for `W` `(width, d)`."""
-    return z > _kinks.RELEASE * kink_scale(X, w, b)
-
-
-def _cones(model: TwoLayerReLU, data: Dataset):
-    active = strictly_active(model.preactivations(data.X), data.X, model.W, model.b)
-    return cone_flags(active, (data.y > 0)[:, None])
-
-
 def frac_plus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
     """Fraction of neurons in $S_+$: active exactly on the positive points."""
-    return jnp.mean(_cones(model, flow.data)[0].astype(float))
+    return jnp.mean(cones(model, flow.data)[0].astype(float))
 
 
 def frac_minus(model: TwoLayerReLU, flow) -> Float[Array, ""]:
     """Fraction of neurons in $S_-$: active exactly on the negative points."""
-    return jnp.mean(_cones(model, flow.data)[1].astype(float))
+    return jnp.mean(cones(model, flow.data)[1].astype(float))
 
 
 def frac_dead(model: TwoLayerReLU, flow) -> Float[Array, ""]:
     """Fraction of neurons in $S_{\\rm dead}$: active on no data point."""
-    return jnp.mean(_cones(model, flow.data)[2].astype(float))
+    return jnp.mean(cones(model, flow.data)[2].astype(float))
 
 
 def spectral_norm_sq(model: TwoLayerReLU, flow) -> Float[Array, ""]:
@@ -241,7 +208,7 @@ class TeacherAngle(eqx.Module):
 
     def __call__(self, model: NeuronChain, flow) -> Float[Array, ""]:
         teacher = flow.data.teacher if self.teacher is None else self.teacher
-        *_, theta = _geometry(model.end_to_end(), teacher.end_to_end())
+        *_, theta = polar(model.end_to_end(), teacher.end_to_end())
         return jnp.pi - theta
 
 

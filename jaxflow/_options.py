@@ -1,0 +1,292 @@
+"""A solve's options, checked and resolved in one place for `jaxflow.solve`,
+`jaxflow.solve_ensemble` and `jaxflow.gradient_descent`: the flow and model, the
+metrics, the times, the tolerances and step-size controller, an implicit solver's
+root-finder tolerances, the kink treatment, the precision the tolerances need.
+"""
+
+from typing import Any, Literal
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, ArrayLike, Float, PyTree
+
+from ._errors import check, describe, is_traced
+from ._flow import GradientFlow
+from ._integrate import Integrator
+from ._kinks import MinNorm, supports
+from ._min_norm import ReLUProblem
+from ._pieces import Plain
+from .events._events import AbstractEvent, check_events
+from .metrics import default_metrics
+
+
+FLOAT64_HINT = (
+    "Enable float64 before creating the model: `jax.config.update('jax_enable_x64', "
+    "True)` (importing jaxflow does this unless JAXFLOW_ENABLE_X64=0 is set)"
+)
+
+KINKS = ("auto", "min-norm", "plain")
+
+
+def prepare(flow, model, metrics, fname: str):
+    """Split `model` into parameter arrays and the rest, after checking `flow`, the
+    model's floating-point dtypes and `metrics` (the defaults for `None`)."""
+    if not isinstance(flow, GradientFlow):
+        raise ValueError(
+            f"{fname}: `flow` must be a jaxflow.GradientFlow, got {type(flow).__name__}."
+            " Build one with `jf.GradientFlow(loss, data)`."
+        )
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        raise ValueError(
+            f"{fname}: `model` has no floating-point arrays to evolve, got "
+            f"{type(model).__name__}."
+        )
+    dtypes = {}
+    for path, x in leaves:
+        dtypes.setdefault(str(jnp.result_type(x)), jax.tree_util.keystr(path))
+    if len(dtypes) > 1:
+        found = ", ".join(f"{t} (e.g. `{p}`)" for t, p in sorted(dtypes.items()))
+        raise ValueError(
+            f"{fname}: `model` mixes floating-point dtypes: {found}. The solvers "
+            "integrate one dtype; cast the model, e.g. `jax.tree.map(lambda x: "
+            "x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model)`."
+        )
+    if metrics is None:
+        metrics = default_metrics(model, flow)
+    elif not isinstance(metrics, dict) or not all(
+        callable(m) for m in metrics.values()
+    ):
+        raise ValueError(
+            f"{fname}: `metrics` must be a dict name -> metric(model, flow), got "
+            f"{metrics!r}."
+        )
+    return params, static, metrics
+
+
+def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
+    """`ts` as a 1-D float array inside `[lo, hi]`, non-decreasing. Concrete values are
+    checked in NumPy (a solve's set-up should not cost a dozen dispatched JAX ops)."""
+    xp = jnp if is_traced(ts, lo, hi) else np
+    ts = xp.asarray(ts)
+    if dtype is not None:
+        ts = ts.astype(dtype)
+    elif not xp.issubdtype(ts.dtype, xp.floating):
+        ts = ts.astype(float)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(
+            f"{fname}: `ts` must be a non-empty 1-D array of times, got shape "
+            f"{ts.shape}."
+        )
+    # Rounding in e.g. `jnp.geomspace(a, t1)` may overshoot t1 by an ulp: clip that.
+    slack = 8 * xp.finfo(ts.dtype).eps * xp.maximum(xp.abs(lo), xp.abs(hi))
+    bad = (
+        (ts < lo - slack)
+        | (ts > hi + slack)
+        | xp.concatenate([xp.zeros(1, bool), ts[1:] < ts[:-1]])
+    )
+    return check(
+        xp.clip(ts, lo, hi).astype(ts.dtype),
+        bad,
+        lambda: (
+            f"{fname}: `ts` must be non-decreasing and inside [{describe(lo)}, "
+            f"{describe(hi)}], got {describe(ts)}."
+        ),
+    )
+
+
+def default_atol(params: PyTree, rtol, batched: bool = False):
+    """`rtol · max|θ|` (`rtol` where θ = 0): of each seed when `batched` (leading
+    axis), in NumPy when the parameters are concrete."""
+    leaves = jax.tree.leaves(params)
+    xp = jnp if is_traced(leaves, rtol) else np
+    leaves = [xp.asarray(x) for x in leaves]  # (under a trace, NumPy stays NumPy)
+    rows = [x.reshape((x.shape[0] if batched else 1, -1)) for x in leaves]
+    scale = xp.max(
+        xp.stack([xp.max(xp.abs(x), axis=1, initial=0.0) for x in rows]), axis=0
+    )
+    atol = rtol * xp.where(scale > 0, scale, 1.0)
+    return atol if batched else atol[0]
+
+
+def _uses_step_size_tolerances(solver) -> bool:
+    """Whether `solver` is implicit with diffrax's default root-finder tolerances
+    (`_UseStepSizeTol`: the step-size controller's, which only `diffrax.diffeqsolve`
+    fills in)."""
+    finder = getattr(solver, "root_finder", None)
+    return isinstance(solver, dfx.AbstractImplicitSolver) and all(
+        type(getattr(finder, name, None)).__name__ == "_UseStepSizeTol"
+        for name in ("rtol", "atol", "norm")
+    )
+
+
+def _with_root_tolerances(solver, rtol, atol, norm):
+    """`solver` with its Newton tolerances those of the step-size controller, where it
+    takes them from there."""
+    if not _uses_step_size_tolerances(solver):
+        return solver
+    return eqx.tree_at(
+        lambda s: (s.root_finder.rtol, s.root_finder.atol, s.root_finder.norm),
+        solver,
+        (rtol, jnp.max(jnp.asarray(atol)), norm),
+    )
+
+
+class Options(eqx.Module):
+    """What a solve runs with, checked (`resolve`); one per solve, shared by the seeds
+    of an ensemble, which differ in their `atol` only."""
+
+    t0: Float[Array, ""]
+    t1: Float[Array, ""]
+    ts: Float[Array, " times"]
+    rtol: Any
+    atol: Any  # as given: `None` is `default_atol` of each seed
+    solver: dfx.AbstractSolver
+    stepsize_controller: dfx.AbstractStepSizeController | None
+    dt0: Any
+    events: dict[str, AbstractEvent]
+    max_steps: int = eqx.field(static=True)
+    kinks: Literal["min-norm", "plain"] = eqx.field(static=True)
+
+    def controller(self, atol) -> dfx.AbstractStepSizeController:
+        """The step-size controller: the user's, or the default PID controller."""
+        if self.stepsize_controller is not None:
+            return self.stepsize_controller
+        return dfx.PIDController(rtol=self.rtol, atol=atol, pcoeff=0.3, icoeff=0.3)
+
+    def tolerances(self, atol) -> tuple[Any, Any]:
+        """The controller's `(rtol, atol)`, nan where it has none (not a PID)."""
+        controller = self.stepsize_controller
+        if controller is None:  # the default PID controller
+            return self.rtol, atol
+        if isinstance(controller, dfx.PIDController):
+            return controller.rtol, controller.atol
+        return jnp.nan, jnp.nan
+
+    def integrator(
+        self, flow, params, static, atol, *, save_models: bool, defer_metrics: bool
+    ) -> Integrator:
+        """The time loop of one solve (one seed of an ensemble, `params` its
+        parameters, of which only the structure is used) with tolerance `atol`."""
+        controller = self.controller(atol)
+        rtol, atol = self.tolerances(atol)
+        norm = getattr(controller, "norm", optx.rms_norm)
+        solver = _with_root_tolerances(self.solver, rtol, atol, norm)
+        if self.kinks == "min-norm":
+            # Unknown tolerances (a controller other than PID): locate every crossing.
+            dtype = jnp.result_type(self.t0)
+            rtol, atol = (
+                jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in (rtol, atol)
+            )
+            problem = ReLUProblem(flow, eqx.combine(params, static))
+            pieces = MinNorm(problem, rtol, atol)
+        else:
+            pieces = Plain(flow, static)
+        return Integrator(
+            flow=flow,
+            static=static,
+            pieces=pieces,
+            solver=solver,
+            controller=controller,
+            t0=self.t0,
+            t1=self.t1,
+            ts=self.ts,
+            dt0=self.dt0,
+            events=self.events,
+            max_steps=self.max_steps,
+            save_models=save_models,
+            defer_metrics=defer_metrics,
+        )
+
+
+def resolve(
+    fname: str,
+    flow: GradientFlow,
+    model,
+    params: PyTree,
+    *,
+    t0,
+    t1,
+    ts,
+    rtol,
+    atol,
+    solver,
+    stepsize_controller,
+    dt0,
+    max_steps,
+    kinks,
+    events,
+) -> Options:
+    """Check a solve's arguments and resolve their defaults (`model`: one seed's
+    initial point, `params` its parameter arrays)."""
+    events = check_events(events, fname)
+    if kinks not in KINKS:
+        raise ValueError(
+            f"{fname}: `kinks` must be 'auto', 'min-norm' or 'plain', got {kinks!r}."
+        )
+    if kinks == "min-norm" and not supports(flow, model):
+        raise ValueError(
+            f"{fname}: kinks='min-norm' needs a jaxflow.models.TwoLayerReLU trained "
+            "with a built-in loss (jaxflow.losses) on a jaxflow.Dataset, got model "
+            f"{type(model).__name__}, loss {type(flow.loss).__name__}, data "
+            f"{type(flow.data).__name__}. Use kinks='plain'."
+        )
+    if kinks == "auto":
+        kinks = "min-norm" if supports(flow, model) else "plain"
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(
+            f"{fname}: `max_steps` must be a positive int, got {max_steps!r}."
+        )
+    if not rtol > 0:
+        raise ValueError(f"{fname}: `rtol` must be > 0, got {rtol!r}.")
+    if atol is not None and not atol >= 0:
+        raise ValueError(f"{fname}: `atol` must be >= 0 or None, got {atol!r}.")
+    # Times in the parameters' precision: diffrax mixes them with the state.
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    if rtol < 1e-6 and jnp.finfo(dtype).eps > 1e-10:
+        raise ValueError(
+            f"{fname}: rtol={rtol!r} needs float64 parameters, but the model has "
+            f"{dtype} arrays, whose precision cannot reach it. {FLOAT64_HINT}, or use "
+            "rtol >= 1e-6."
+        )
+    traced = is_traced(t0, t1)
+    xp = jnp if traced else np
+    t0, t1 = xp.asarray(t0, dtype=dtype), xp.asarray(t1, dtype=dtype)
+    if traced or not t1 > t0:
+        t1 = check(
+            t1,
+            ~(t1 > t0),
+            lambda: f"{fname}: need t1 > t0, got t0={describe(t0)}, t1={describe(t1)}.",
+        )
+    ts = xp.linspace(t0, t1, 101) if ts is None else ts
+    solver = dfx.Tsit5() if solver is None else solver
+    if not isinstance(solver, dfx.AbstractSolver):
+        raise ValueError(f"{fname}: `solver` must be a diffrax solver, got {solver!r}.")
+    if _uses_step_size_tolerances(solver) and not isinstance(
+        stepsize_controller, None | dfx.PIDController
+    ):
+        raise ValueError(
+            f"{fname}: the implicit solver {type(solver).__name__} takes its Newton "
+            "tolerances from the step-size controller, and "
+            f"{type(stepsize_controller).__name__} has none. Give the solver a root "
+            "finder with tolerances, e.g. `root_finder=optimistix.Newton(rtol=1e-8, "
+            "atol=1e-8)`."
+        )
+    return Options(
+        t0=t0,
+        t1=t1,
+        ts=check_times(ts, t0, t1, fname, dtype=dtype),
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        dt0=dt0,
+        events=events,
+        max_steps=max_steps,
+        kinks=kinks,
+    )
