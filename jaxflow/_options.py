@@ -105,7 +105,9 @@ def default_atol(params: PyTree, rtol, batched: bool = False):
     axis), in NumPy when the parameters are concrete."""
     leaves = jax.tree.leaves(params)
     xp = jnp if is_traced(leaves, rtol) else np
-    leaves = [xp.asarray(x) for x in leaves]  # (under a trace, NumPy stays NumPy)
+    # As NumPy arrays: NumPy functions on JAX arrays would dispatch to JAX, and under
+    # an outer `jax.jit` (parameters closed over) produce tracers.
+    leaves = [xp.asarray(x) for x in leaves]
     rows = [x.reshape((x.shape[0] if batched else 1, -1)) for x in leaves]
     scale = xp.max(
         xp.stack([xp.max(xp.abs(x), axis=1, initial=0.0) for x in rows]), axis=0
