@@ -10,6 +10,7 @@ checkpointed between them) takes exactly the steps of one uninterrupted solve. T
 loop (`advance`) steps one solve or a batch of seeds.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -216,13 +217,13 @@ class Integrator(eqx.Module):
     def running(self, st: State) -> Bool[Array, ""]:
         return running(st, self.t1, self.max_steps)
 
-    def wanted(self, i: Int[Array, ""], taken: "Taken") -> Bool[Array, ""]:
+    def wanted(self, i: Int[Array, ""], taken: Taken) -> Bool[Array, ""]:
         """Whether `ts[i]` is saved within the step `taken`."""
         ts = self.ts
         before = ts[jnp.minimum(i, len(ts) - 1)] <= taken.t_end
         return taken.keep & (i < len(ts)) & before
 
-    def saved_row(self, st: State, taken: "Taken", i: Int[Array, ""]):
+    def saved_row(self, st: State, taken: Taken, i: Int[Array, ""]):
         """What `saved` holds at `ts[i]`, a time within the step `taken` from `st`."""
         return self._record(
             taken.evaluate(self.ts[jnp.minimum(i, len(self.ts) - 1)]),
@@ -231,7 +232,7 @@ class Integrator(eqx.Module):
             st.metrics,
         )
 
-    def step(self, st: State) -> tuple[State, "Taken"]:
+    def step(self, st: State) -> tuple[State, Taken]:
         """One attempted step from `st`: the state after it, its saves at `ts` not yet
         made (`saved` as in `st`), and what making them needs."""
         term = self.pieces.term()
@@ -296,19 +297,17 @@ class Integrator(eqx.Module):
         counts |= {k: c[k] + v for k, v in switched.counts.items()}
         if "num_restarts" in c:
             counts["num_restarts"] = c["num_restarts"] + jnp.where(st.made_jump, 1, 0)
-        # Precedence within the step: non-finite, then overflow, solver, controller.
-        result = RESULTS.where(
-            keep & ~finite(y_end), RESULTS.nonfinite, RESULTS.successful
+        # The first failure counts: non-finite, then overflow, solver, controller.
+        ok = RESULTS.successful
+        result = functools.reduce(
+            update_result,
+            [
+                RESULTS.where(keep & ~finite(y_end), RESULTS.nonfinite, ok),
+                RESULTS.where(switched.overflow, RESULTS.kink_overflow, ok),
+                RESULTS.where(keep, RESULTS.promote(solver_result), ok),
+                RESULTS.promote(controller_result),
+            ],
         )
-        result = update_result(
-            result,
-            RESULTS.where(switched.overflow, RESULTS.kink_overflow, RESULTS.successful),
-        )
-        result = update_result(
-            result,
-            RESULTS.where(keep, RESULTS.promote(solver_result), RESULTS.successful),
-        )
-        result = update_result(result, RESULTS.promote(controller_result))
         step = next_t1 - next_t0
         tnext = jnp.where(event, t_end + step, next_t1)
         new = State(

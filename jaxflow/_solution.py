@@ -62,13 +62,8 @@ def final_status(status: RESULTS, params: PyTree, flow, static: PyTree) -> RESUL
     value, gradient = flow.value_and_gradient(params, static)
     ok = finite(params)
     bad_gradient = ok & ~(finite(gradient) & jnp.isfinite(value))
-    status = update_result(
-        RESULTS.where(bad_gradient, RESULTS.nonfinite_gradient, RESULTS.successful),
-        status,
-    )
-    return update_result(
-        RESULTS.where(ok, RESULTS.successful, RESULTS.nonfinite), status
-    )
+    status = RESULTS.where(bad_gradient, RESULTS.nonfinite_gradient, status)
+    return RESULTS.where(ok, status, RESULTS.nonfinite)
 
 
 class _Readable(type(RESULTS.successful)):
