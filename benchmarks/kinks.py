@@ -1,29 +1,44 @@
-"""Plain against minimum-norm (kink-aware) solves of ReLU gradient flows.
+"""Kink handling whose cost follows the tolerance: the default mode (min-norm kinks,
+crossings stepped over and corrected, would-slide pairs located) against plain solves.
 
-Prints three tables:
+Prints:
 
-1. Separable data (n=100, d=20, width 20, eps=1e-6, exponential loss) to t=1e4: accepted
-   and rejected steps, gradient evaluations, located crossings, wall time and error
-   against a tight reference, for `kinks="plain"` and `kinks="min-norm"`.
-2. Boursier-Flammarion data (three points, square loss, bias, balanced init, width 200)
-   to t=5000 for scales 1e-3, 0.1, 1 and 8 seeds each: status, steps and final loss of
-   the min-norm solve, and how far the plain solve gets in 20,000 steps.
-3. Gradient descent against the min-norm flow at scale 0.1, t=100: error of the network
-   outputs and of the loss for lr 1e-2, 1e-3, 1e-4, and the fitted order.
+1. Problem (i) of `run.py` (separable n=200, d=20, width 50, balanced 1e-6,
+   exponential, T=1000), rtol 1e-3 to 1e-10, both modes: error at T against a plain
+   Dopri8 rtol-1e-13 reference (no pair slides on this data), gradient evaluations,
+   located and stepped-over crossings, wall time; the issue-21 ratios; and the
+   work-precision plot `benchmarks/work_precision_kinks.png`.
+2. Boursier-Flammarion data (width 200, scale 0.1, T=100), both modes, against a
+   default-mode Dopri8 rtol-1e-13 reference (pairs slide: plain cannot serve).
+3. Boursier-Flammarion, scales 0.1 and 1, 8 seeds, t1=5000, rtol 1e-6 and 1e-9:
+   status, steps, crossings, final loss and gradient norm of the default mode.
+4. Gradient descent against the min-norm flow at scale 0.1, t=100: GD's error must
+   shrink like its step (an independent check of the sliding flow).
+5. MNIST 0 vs 1, all 12,665 training images, width 50, gaussian init 1e-6, t <= 30,
+   rtol 1e-6: default against plain wall time, each against its run at rtol 1e-7.
 
-    python benchmarks/kinks.py            # everything (~10 min on 2 CPU cores)
-    python benchmarks/kinks.py --quick    # 2 seeds, shorter separable run
+    python benchmarks/kinks.py                 # 1-4 (~15 min on 2 CPU cores)
+    python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
+    python benchmarks/kinks.py --quick         # 2 seeds, fewer tolerances
 """
 
 import argparse
 import platform
+import sys
 import time
+from pathlib import Path
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxflow as jf
+
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from run import problem  # noqa: E402
 
 
 def run(fn):
@@ -44,88 +59,150 @@ def stats(sol):
     return {k: int(v) for k, v in sol.stats.items()}
 
 
-def separable(T, rtols):
-    dkey, mkey = jax.random.split(jax.random.key(0))
-    data = jf.datasets.separable(dkey, 100, 20, 0.3)
-    net = jf.models.TwoLayerReLU(20, 20, scale=1e-6, key=mkey)
-    flow = jf.GradientFlow(jf.losses.exponential, data)
+def work_precision(flow, net, T, rtols, ref, max_steps=10**6):
+    """Both modes at each rtol: prints the table, returns mode -> [(error, wall, evals,
+    rtol)]."""
+    print(
+        "| mode | rtol | error at T | grad evals | accepted | rejected | located | "
+        "stepped over | status | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    points = {"default": [], "plain": []}
     ts = jnp.array([T])
-    refs = {
-        kinks: jf.solve(
-            flow, net, t1=T, ts=ts, rtol=1e-13, kinks=kinks, max_steps=10**6
-        )
-        for kinks in ("min-norm", "plain")
-    }
-    ref = refs["min-norm"].final
-    print(
-        f"\n## 1. Separable n=100, d=20, width 20, eps=1e-6, exponential loss, T={T:g}"
-    )
-    print(
-        "Reference: min-norm at rtol 1e-13 "
-        f"({stats(refs['min-norm'])['num_accepted_steps']} steps); plain at rtol 1e-13 "
-        f"differs from it by {error(refs['plain'].final, ref):.1e} "
-        f"({refs['plain'].status_name}). No pair slides on this data (mu > 0).\n"
-    )
-    print(
-        "| mode | rtol | accepted | rejected | grad evals | crossings located | "
-        "wall s | error at T |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    evals = {}
     for rtol in rtols:
-        for kinks in ("plain", "min-norm"):
-            sol, wall = run(
-                lambda: jf.solve(
-                    flow, net, t1=T, ts=ts, rtol=rtol, kinks=kinks, max_steps=10**6
-                )
-            )
-            s = stats(sol)
-            evals[kinks, rtol] = s["num_vf_evals"], error(sol.final, ref)
+        for mode, kinks in (("default", "auto"), ("plain", "plain")):
+            rt = jnp.asarray(rtol)  # one compilation for every rtol
+            sol, wall = run(lambda: jf.solve(flow, net, t1=T, ts=ts, rtol=rt,
+                                             kinks=kinks, metrics={},
+                                             max_steps=max_steps))  # fmt: skip
+            s, err = stats(sol), error(sol.final, ref)
+            points[mode].append((err, wall, s["num_vf_evals"], rtol))
             print(
-                f"| {kinks} | {rtol:.0e} | {s['num_accepted_steps']} | "
-                f"{s['num_rejected_steps']} | {s['num_vf_evals']} | "
-                f"{s.get('num_crossings', '-')} | {wall:.2f} | "
-                f"{evals[kinks, rtol][1]:.1e} |"
+                f"| {mode} | {rtol:.0e} | {err:.1e} | {s['num_vf_evals']} | "
+                f"{s['num_accepted_steps']} | {s['num_rejected_steps']} | "
+                f"{s.get('num_kink_events', '-')} | {s.get('num_small_crossings', '-')} "
+                f"| {sol.status_name} | {wall:.2f} |",
+                flush=True,
             )
-    for rtol in rtols:
-        (pe, perr), (me, merr) = evals["plain", rtol], evals["min-norm", rtol]
-        print(
-            f"\nrtol {rtol:.0e}: min-norm uses {pe / me:.1f}x fewer gradient evaluations "
-            f"than plain, error {merr:.1e} vs {perr:.1e}."
-        )
+    return points
+
+
+def below(points) -> str:
+    """Where the default mode's error-against-wall curve lies against plain's: at each
+    default run, plain's error interpolated (log-log) at the same wall time."""
+    plain = sorted((sec, err) for err, sec, *_ in points["plain"])
+    out = []
+    for err, sec, _, rtol in points["default"]:
+        if sec < plain[0][0] or sec > plain[-1][0]:
+            out.append(f"rtol {rtol:.0e}: outside plain's wall-time range")
+            continue
+        for (s0, e0), (s1, e1) in zip(plain, plain[1:]):
+            if s0 <= sec <= s1:
+                w = 0.0 if s1 == s0 else np.log(sec / s0) / np.log(s1 / s0)
+                theirs = np.exp((1 - w) * np.log(e0) + w * np.log(e1))
+                out.append(f"rtol {rtol:.0e}: {err:.1e} vs plain {theirs:.1e} "
+                           f"({'at or below' if err <= theirs else 'ABOVE'})")  # fmt: skip
+                break
+    return "\n".join(out)
+
+
+def plot(curves, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4),
+                             layout="constrained")  # fmt: skip
+    for ax, (title, points) in zip(np.atleast_1d(axes), curves.items()):
+        for mode, pts in points.items():
+            err, sec, _, rtol = zip(*pts)
+            ax.loglog(sec, err, "o-", label=f"{mode}")
+            for e, t, r in zip(err, sec, rtol):
+                ax.annotate(f"{r:.0e}", (t, e), fontsize=6, alpha=0.6)
+        ax.set(xlabel="wall time (s)", ylabel="relative error at T", title=title)
+        ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def reference(flow, net, T, **options):
+    """Dopri8 at rtol 1e-13 to `T`."""
+    return jf.solve(flow, net, t1=T, ts=jnp.array([T]), rtol=1e-13,
+                    solver=dfx.Dopri8(), metrics={}, max_steps=10**7, **options)  # fmt: skip
+
+
+def separable(rtols):
+    flow, net, text = problem("separable", "full")
+    T = 1000.0
+    ref, check = reference(flow, net, T, kinks="plain"), reference(flow, net, T)
+    print(f"\n## 1. Problem (i): {text}, T={T:g}")
+    print(
+        f"Reference: plain Dopri8 rtol 1e-13 ({stats(ref)['num_accepted_steps']} "
+        f"steps, {ref.status_name}); the default mode's Dopri8 rtol 1e-13 differs from "
+        f"it by {error(check.final, ref.final):.1e}.\n"
+    )
+    points = work_precision(flow, net, T, rtols, ref.final)
+    by = {(mode, p[3]): p for mode, pts in points.items() for p in pts}
+    print()
+    for rtol in (1e-4, 1e-6):
+        if ("default", rtol) in by:
+            (de, _, dn, _), (pe, _, pn, _) = by["default", rtol], by["plain", rtol]
+            print(f"rtol {rtol:.0e}: default/plain gradient evaluations {dn / pn:.2f} "
+                  f"(target <= 1.5), error {de:.1e} vs plain {pe:.1e} "
+                  f"(target: no larger)")  # fmt: skip
+    if ("default", 1e-10) in by:
+        print(f"rtol 1e-10: default error {by['default', 1e-10][0]:.1e} "
+              f"(target <= 1e-9)")  # fmt: skip
+    print("\nDefault against plain at equal wall time:\n" + below(points))
+    return points
+
+
+def bf_work_precision(rtols, T=100.0):
+    flow, net, text = problem("bf", "full")
+    ref = reference(flow, net, T)
+    print(f"\n## 2. Boursier-Flammarion work-precision: {text}, T={T:g}")
+    print(
+        f"Reference: default mode, Dopri8 rtol 1e-13 ({stats(ref)['num_accepted_steps']}"
+        f" steps, {stats(ref)['num_slides']} pairs entered sliding, "
+        f"{ref.status_name}); plain runs get 10^5 steps.\n"
+    )
+    points = work_precision(flow, net, T, rtols, ref.final, max_steps=10**5)
+    print("\nDefault against plain at equal wall time:\n" + below(points))
+    return points
 
 
 def boursier_flammarion(seeds, T=5000.0):
     flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
     ts = jnp.array([T])
-    print(f"\n## 2. Boursier-Flammarion three points, width 200, t1={T:g}, rtol 1e-9")
+    metrics = {"loss": jf.metrics.loss, "grad_norm": jf.metrics.grad_norm}
+    print(f"\n## 3. Boursier-Flammarion three points, width 200, t1={T:g}, default "
+          "mode, max_steps 50,000")  # fmt: skip
     print(
-        "\n| scale | seed | status | accepted | rejected | crossings | slides | "
-        "final loss | grad norm | max drift | wall s | plain: t reached in 20k steps |"
+        "\n| rtol | scale | seed | status | accepted | rejected | located | "
+        "stepped over | slides | final loss | grad norm | wall s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for scale in (1e-3, 0.1, 1.0):
-        losses = []
-        for seed in range(seeds):
-            net = jf.models.TwoLayerReLU(
-                1, 200, scale=scale, bias=True, fan="width", key=jax.random.key(seed)
-            )
-            sol, wall = run(lambda: jf.solve(flow, net, t1=T, ts=ts, rtol=1e-9))
-            plain = jf.solve(
-                flow, net, t1=T, ts=ts, rtol=1e-9, kinks="plain", max_steps=20_000
-            )
-            s = stats(sol)
-            losses.append(float(sol.metrics["loss"][-1]))
-            print(
-                f"| {scale:g} | {seed} | {sol.status_name} | {s['num_accepted_steps']} | "
-                f"{s['num_rejected_steps']} | {s['num_crossings']} | {s['num_slides']} | "
-                f"{losses[-1]:.6f} | {float(sol.metrics['grad_norm'][-1]):.1e} | "
-                f"{float(sol.metrics['conserved_drift'][-1]):.1e} | {wall:.1f} | "
-                f"{float(plain.t_final):.3g} ({plain.status_name}) |"
-            )
-        print(
-            f"\nscale {scale:g}: final losses {', '.join(f'{x:.6f}' for x in losses)}\n"
-        )
+    for rtol in (1e-6, 1e-9):
+        for scale in (0.1, 1.0):
+            losses = []
+            for seed in range(seeds):
+                net = jf.models.TwoLayerReLU(
+                    1, 200, scale=scale, bias=True, fan="width",
+                    key=jax.random.key(seed),
+                )  # fmt: skip
+                sol, wall = run(lambda: jf.solve(flow, net, t1=T, ts=ts, rtol=rtol,
+                                                 metrics=metrics, max_steps=50_000))  # fmt: skip
+                s = stats(sol)
+                losses.append(float(sol.metrics["loss"][-1]))
+                print(
+                    f"| {rtol:.0e} | {scale:g} | {seed} | {sol.status_name} | "
+                    f"{s['num_accepted_steps']} | {s['num_rejected_steps']} | "
+                    f"{s['num_kink_events']} | {s['num_small_crossings']} | "
+                    f"{s['num_slides']} | {losses[-1]:.6f} | "
+                    f"{float(sol.metrics['grad_norm'][-1]):.1e} | {wall:.1f} |",
+                    flush=True,
+                )
 
 
 def gradient_descent(T=100.0, seed=1):
@@ -137,7 +214,7 @@ def gradient_descent(T=100.0, seed=1):
     sol = jf.solve(flow, net, t1=T, ts=jnp.array([T]), rtol=1e-12)
     target, loss = sol.final(X), float(sol.metrics["loss"][-1])
     print(
-        f"\n## 3. GD vs the min-norm flow, Boursier-Flammarion, width 200, scale 0.1, "
+        f"\n## 4. GD vs the min-norm flow, Boursier-Flammarion, width 200, scale 0.1, "
         f"seed {seed}, T={T:g}"
     )
     print(
@@ -163,17 +240,72 @@ def gradient_descent(T=100.0, seed=1):
     print(f"\nFitted order of the output error in lr: {order:.2f} (GD is O(lr)).")
 
 
+def mnist(T=30.0, width=50, tight=1e-7):
+    try:
+        data = jf.datasets.mnist()
+    except FileNotFoundError as e:
+        print(f"\n## 5. MNIST: skipped ({str(e).split('. ')[0]})")
+        return
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+    net = jf.models.TwoLayerReLU(784, width, scale=1e-6, init="gaussian",
+                                 key=jax.random.key(0))  # fmt: skip
+    print(f"\n## 5. MNIST 0 vs 1, n={data.X.shape[0]}, width {width}, gaussian 1e-6, "
+          f"exponential, t <= {T:g} (wall time without compilation)\n")  # fmt: skip
+    print(f"| mode | rtol | error vs the same mode at rtol {tight:.0e} | grad evals | "
+          "accepted | rejected | located | stepped over | status | wall s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    walls, finals = {}, {}
+    for mode, kinks in (("default", "auto"), ("plain", "plain")):
+
+        def solve(t1, rtol):
+            return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]),
+                            rtol=jnp.asarray(rtol), kinks=kinks, metrics={},
+                            max_steps=10**5)  # fmt: skip
+
+        jax.block_until_ready(solve(T * 1e-9, 1e-6))  # compiles (t1, rtol: inputs)
+        for rtol in (tight, 1e-6):
+            start = time.perf_counter()
+            sol = jax.block_until_ready(solve(T, rtol))
+            walls[mode, rtol] = time.perf_counter() - start
+            finals[mode, rtol] = sol.final
+            s = stats(sol)
+            err = error(sol.final, finals[mode, tight]) if rtol != tight else 0.0
+            print(
+                f"| {mode} | {rtol:.0e} | {err:.1e} | {s['num_vf_evals']} | "
+                f"{s['num_accepted_steps']} | {s['num_rejected_steps']} | "
+                f"{s.get('num_kink_events', '-')} | {s.get('num_small_crossings', '-')} "
+                f"| {sol.status_name} | {walls[mode, rtol]:.1f} |",
+                flush=True,
+            )
+    diff = error(finals["default", tight], finals["plain", tight])
+    print(f"\nDefault/plain wall time at rtol 1e-6: "
+          f"{walls['default', 1e-6] / walls['plain', 1e-6]:.2f} (target <= 2). "
+          f"Default and plain at rtol {tight:.0e} differ by {diff:.1e}.")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mnist", action="store_true")
+    parser.add_argument("--only-mnist", action="store_true")
     args = parser.parse_args()
     print(
         f"# jaxflow kinks benchmark: {platform.processor() or platform.machine()}, "
         f"{jax.devices()[0].platform}, jax {jax.__version__}, jaxflow {jf.__version__}"
     )
-    separable(1e3 if args.quick else 1e4, (1e-8, 1e-10))
-    boursier_flammarion(2 if args.quick else 8)
-    gradient_descent()
+    if not args.only_mnist:
+        rtols = (
+            (1e-3, 1e-4, 1e-6, 1e-8, 1e-10)
+            if args.quick
+            else tuple(10.0**-k for k in range(3, 11))
+        )
+        curves = {"problem (i), T=1000": separable(rtols),
+                  "Boursier-Flammarion, T=100": bf_work_precision(rtols)}  # fmt: skip
+        plot(curves, HERE / "work_precision_kinks.png")
+        boursier_flammarion(2 if args.quick else 8)
+        gradient_descent()
+    if args.mnist or args.only_mnist:
+        mnist()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ class Start(eqx.Module):
     piece: PyTree  # e.g. a `_min_norm.Pattern`; `None` for a smooth flow
     counts: dict[str, Int[Array, ""]]  # increments of the counters in `counts`
     overflow: Bool[Array, ""]  # the piece does not fit its fixed-size storage
+    jump: Bool[Array, ""]  # the field changed (or `y` moved): restart the solver
 
 
 class Cut(eqx.Module):
@@ -31,7 +32,10 @@ class Cut(eqx.Module):
 
     event: Bool[Array, ""]  # cut the step at `t`
     t: Float[Array, ""]  # the first crossing worth locating, else the step's end
-    crossed: PyTree  # what crossed (e.g. the pairs that changed sign)
+    crossed: PyTree  # what crossed (e.g. the pairs that changed sign, and when)
+    error: PyTree  # added to the solver's error estimate (like `y`), or None
+    # Keep the step, cut at `t`, even if the controller rejects it.
+    keep: Bool[Array, ""]
 
 
 class AbstractPieces(eqx.Module):
@@ -58,11 +62,15 @@ class AbstractPieces(eqx.Module):
         kink it starts on)."""
 
     @abc.abstractmethod
-    def cut(self, t0, t1, y1: PyTree, piece: PyTree, interp) -> Cut:
-        """After a step from `t0` to `t1` ending at `y1`, with dense output `interp`:
+    def cut(
+        self, t0, t1, y0: PyTree, y1: PyTree, y_error: PyTree, piece: PyTree, interp
+    ) -> Cut:
+        """After a step from `(t0, y0)` to `(t1, y1)` with dense output `interp` and the
+        solver's error estimate `y_error` (or None), before the controller judges it:
         the first time in `[t0, t1]` at which it left `piece` in a way worth locating.
-        Crossings whose effect is within the step's error budget need not be cut at;
-        `switch` moves them to their new piece at the step's end."""
+        Crossings stepped over instead are corrected by `switch` at the step's end;
+        `Cut.error` bounds what that correction misses, and the controller counts it
+        with the solver's own error estimate."""
 
     @abc.abstractmethod
     def switch(
@@ -91,15 +99,15 @@ class Plain(AbstractPieces):
         )
 
     def init(self, y):
-        return Start(y, None, {}, jnp.array(False))
+        return Start(y, None, {}, jnp.array(False), jnp.array(False))
 
-    def cut(self, t0, t1, y1, piece, interp):
-        del t0, y1, piece, interp
-        return Cut(jnp.array(False), t1, None)
+    def cut(self, t0, t1, y0, y1, y_error, piece, interp):
+        del t0, y0, y1, y_error, piece, interp
+        return Cut(jnp.array(False), t1, None, None, jnp.array(False))
 
     def switch(self, y, piece, cut, keep):
         del cut, keep
-        return Start(y, piece, {}, jnp.array(False))
+        return Start(y, piece, {}, jnp.array(False), jnp.array(False))
 
     def diagnostics(self, piece, counts):
         del piece, counts

@@ -112,9 +112,13 @@ class Solution(eqx.Module):
         `kinks="min-norm"` solve adds `num_kink_events` (crossings located and cut at),
         `num_crossings` (pairs that passed through a kink there), `num_slides`
         (pairs that started sliding), `num_exits` (pairs that left a kink),
-        `num_small_crossings` (crossings too small to locate, switched at a step's
-        end) and `num_restarts` (steps started afresh after a cut); each attempted
-        step also evaluates the loss once (no gradient) at its end.
+        `num_small_crossings` (crossings stepped over: corrected and switched at a
+        step's end), `num_crossing_steps` (attempted steps in which some pair
+        changed sign), `num_corrections` (step ends corrected for crossings stepped
+        over; three gradient evaluations each in `num_vf_evals`) and `num_restarts`
+        (steps started afresh after a cut or a switch); each attempted step also
+        evaluates the loss once (no gradient) at its end, and once at its start in a
+        crossing step.
     - `status`: a `jaxflow.RESULTS` item, printed as its name (`successful`,
         `max_steps_reached`, ...); `message` adds its explanation. `succeeded` is true
         for `successful` and `event_occurred`.

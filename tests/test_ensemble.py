@@ -210,7 +210,9 @@ def test_seeds_sharded_over_four_cpu_devices_equal_one_device():
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
     _, err, _, *names = line.split(maxsplit=3)
-    assert float(err) < 1e-12, line
+    # Not to rounding: vmap over a different batch per device rounds differently, and
+    # the kink decisions (step over, locate) can then differ: within the tolerance.
+    assert float(err) < 1e-9, line
     assert "'successful'" in names[0] and "max_steps" not in names[0]
 
 

@@ -227,7 +227,7 @@ def test_metrics_on_stored_models_equal_metrics_in_the_loop():
         "positive": lambda model, flow: model.W[:, 0] > 0
     }
     ts = jnp.array([0.0, 1.0, 5.0, 1e3])
-    kw = dict(t1=1e3, ts=ts, max_steps=60, metrics=metrics)
+    kw = dict(t1=1e3, ts=ts, max_steps=100, metrics=metrics)
     stored = jf.solve(flow, net, save_models=True, **kw)
     in_loop = jf.solve(flow, net, save_models=False, **kw)
     assert stored.status_name == in_loop.status_name == "max_steps_reached"
