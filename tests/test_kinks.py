@@ -141,6 +141,7 @@ def test_sliding_pairs_stay_on_their_kink():
     assert int(sol.stats["num_steps"]) < 1000
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_grazing_pairs_slide_instead_of_recrossing():
     """Dopri8 at rtol 1e-4, width 200 (the performance suite's problem iii): near
     t = 41.7 four pairs reach their kink where the field on their side turns tangent.
@@ -158,6 +159,7 @@ def test_grazing_pairs_slide_instead_of_recrossing():
     assert int(sol.stats["num_slides"]) > 0
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_gradient_descent_converges_to_the_sliding_flow():
     """GD crosses a sliding surface back and forth; its error against the min-norm flow
     must still shrink like the step."""
@@ -311,6 +313,7 @@ def _one_step_over_kinks(flow, model, h, rtol):
     )
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_stepping_over_crossings_error_estimate_bounds_the_error():
     """Steps over many crossings (several per neuron) early in a separable flow: the
     corrected end is far closer than the uncorrected one, and the error estimate the
@@ -327,6 +330,7 @@ def test_stepping_over_crossings_error_estimate_bounds_the_error():
             assert actual < uncorrected / 5, (h, actual, uncorrected)
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_cost_follows_the_tolerance():
     """At a loose tolerance crossings are stepped over (few located), and the result
     beats plain's at a hundred times tighter rtol for less work; at a tight one the
