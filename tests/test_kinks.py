@@ -112,6 +112,7 @@ def test_auto_picks_min_norm_for_relu_nets_only():
         jf.solve(flow, net, t1=0.1, kinks="filippov")
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_sliding_pairs_stay_on_their_kink():
     """Boursier-Flammarion data at scale 0.1: neurons with a_j < 0 slide along a data
     point's kink, where the plain solve stalls."""
@@ -179,6 +180,7 @@ def test_gradient_descent_converges_to_the_sliding_flow():
     assert errors[-1] < 1e-3
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 @pytest.mark.parametrize("bias", [False, True])
 def test_vmap_over_seeds_matches_single_solves(bias):
     if bias:
