@@ -6,6 +6,11 @@ the initialisation scale eps, on synthetic separable data, many seeds per cell.
     python benchmarks/alignment.py --quick         # fewer cells and seeds
     python benchmarks/alignment.py --ns 16 64 256  # some values of n
     python benchmarks/alignment.py --sweeps toys   # the paper's 2-D toys
+    python benchmarks/alignment.py --kinks auto plain  # both modes, and how they differ
+
+`--kinks` is the kink treatment of the n-mu and eps sweeps (default `auto`, the exact
+min-norm flow); given two modes, each sweep runs in both on the same seeds, and a table
+gives, per cell, the largest difference of a seed's event time between them.
 
 t1 is Theorem 1's event, the first time every neuron is in its own cone
 (`jf.events.AllInCones`), located on the dense output; t2 the first time the loss is
@@ -30,10 +35,11 @@ import numpy as np
 import jaxflow as jf
 
 
+# Where the figures go (`--figures`).
 HERE = Path(__file__).resolve().parent
 
 
-def _solve(data, width, scale, seeds, event, t1, rtol, key):
+def _solve(data, width, scale, seeds, event, t1, rtol, key, kinks):
     flow = jf.GradientFlow(jf.losses.exponential, data)
 
     def init(k):
@@ -50,7 +56,7 @@ def _solve(data, width, scale, seeds, event, t1, rtol, key):
         metrics={"loss": jf.metrics.loss},
         save_models=False,
         batch_size=seeds,
-        kinks="plain",
+        kinks=kinks,
     )
 
 
@@ -62,11 +68,11 @@ def _fit(x, y):
     return a, b, 1.0 - residual.var() / y.var()
 
 
-def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol):
+def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol, kinks):
     print(
         f"\n## t1 against n and mu: separable data (d={d}), width {width}, balanced "
         f"init scale {scale:g}, mean exponential loss, {seeds} seeds a cell, rtol "
-        f"{rtol:g}, kinks=plain\n"
+        f"{rtol:g}, kinks={kinks}\n"
     )
     print(
         "| n | mu (asked) | mu (data) | log n / sqrt(mu) | t1 median | t1 q10 | t1 q90 "
@@ -81,7 +87,7 @@ def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol):
             start = time.perf_counter()
             ens = _solve(
                 data, width, scale, seeds, jf.events.AllInCones(terminal=True),
-                200.0, rtol, key,
+                200.0, rtol, key, kinks,
             )  # fmt: skip
             wall = time.perf_counter() - start
             t1 = np.asarray(ens.event_times["done"], float)
@@ -91,7 +97,9 @@ def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol):
             ok = np.isfinite(t1)
             q = np.quantile(t1[ok], [0.1, 0.5, 0.9, 1.0]) if ok.any() else [np.nan] * 4
             bound = float(theory.t1_bound)
-            rows.append(dict(n=n, mu=mu, mu_data=mu_data, x=x, t1=t1, median=q[1]))
+            rows.append(
+                dict(n=n, mu=mu, mu_data=mu_data, x=x, t1=t1, median=q[1], wall=wall)
+            )
             print(
                 f"| {n} | {mu:g} | {mu_data:.3f} | {x:.2f} | {q[1]:.3f} | {q[0]:.3f} | "
                 f"{q[2]:.3f} | {q[3]:.3f} | {ok.sum()}/{seeds} | {bound:.3g} | "
@@ -118,10 +126,11 @@ def sweep_n_mu(ns, mus, seeds, d, width, scale, rtol):
     return rows, (a, b, r2)
 
 
-def sweep_eps(epss, n, mu, seeds, d, width, rtol):
+def sweep_eps(epss, n, mu, seeds, d, width, rtol, kinks):
     print(
         f"\n## t2 against the initialisation scale: separable n={n}, d={d}, mu={mu:g}, "
-        f"width {width}, balanced init, {seeds} seeds a cell, rtol {rtol:g}\n"
+        f"width {width}, balanced init, {seeds} seeds a cell, rtol {rtol:g}, "
+        f"kinks={kinks}\n"
     )
     print("| eps | log(1/eps) | t2 median | t2 q10 | t2 q90 | reached | wall s |")
     print("|---|---|---|---|---|---|---|")
@@ -132,13 +141,13 @@ def sweep_eps(epss, n, mu, seeds, d, width, rtol):
         start = time.perf_counter()
         ens = _solve(
             data, width, eps, seeds, jf.events.LossFraction(0.5, terminal=True),
-            1e4, rtol, key,
+            1e4, rtol, key, kinks,
         )  # fmt: skip
         wall = time.perf_counter() - start
         t2 = np.asarray(ens.event_times["done"], float)
         ok = np.isfinite(t2)
         q = np.quantile(t2[ok], [0.1, 0.5, 0.9]) if ok.any() else [np.nan] * 3
-        rows.append(dict(eps=eps, x=np.log(1 / eps), t2=t2, median=q[1]))
+        rows.append(dict(eps=eps, x=np.log(1 / eps), t2=t2, median=q[1], wall=wall))
         print(
             f"| {eps:g} | {np.log(1 / eps):.2f} | {q[1]:.3f} | {q[0]:.3f} | "
             f"{q[2]:.3f} | {ok.sum()}/{seeds} | {wall:.1f} |",
@@ -315,47 +324,82 @@ def _fit_figure(result, xlabel, ylabel, name):
     plt.close(fig)
 
 
+def _compare(name, runs, key, cell):
+    """Per cell, how much the event times of the two kink modes differ, seed by seed."""
+    (a, rows_a), (b, rows_b) = runs
+    print(f"\n## {name}: kinks={a} against kinks={b}, seed by seed\n")
+    print(
+        f"| cell | median {a} | median {b} | max relative difference of a seed's "
+        f"time | seeds reached ({a}/{b}) | wall s ({a}/{b}) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for ra, rb in zip(rows_a, rows_b):
+        ta, tb = ra[key], rb[key]
+        both = np.isfinite(ta) & np.isfinite(tb)
+        diff = np.max(np.abs(ta[both] - tb[both]) / tb[both]) if both.any() else np.nan
+        print(
+            f"| {cell(ra)} | {ra['median']:.4g} | {rb['median']:.4g} | {diff:.1e} | "
+            f"{np.isfinite(ta).sum()}/{np.isfinite(tb).sum()} | "
+            f"{ra['wall']:.1f}/{rb['wall']:.1f} |",
+            flush=True,
+        )
+
+
 def main():
+    global HERE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweeps", nargs="*", default=["n-mu", "eps", "toys"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--ns", type=int, nargs="*", default=[16, 64, 256, 1024, 4096], help="n values"
     )
+    parser.add_argument(
+        "--kinks",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "min-norm", "plain"],
+        help="kink treatment(s) of the n-mu and eps sweeps; two: compare them",
+    )
+    parser.add_argument(
+        "--figures", type=Path, default=HERE, help="folder for the figures"
+    )
     args = parser.parse_args()
+    HERE = args.figures
+    HERE.mkdir(parents=True, exist_ok=True)
+    if len(args.kinks) > 2:
+        parser.error(f"--kinks: at most two modes, got {args.kinks}")
     device = jax.devices()[0]
     print(
         f"# jaxflow alignment sweeps: {platform.machine()}, {device.platform}, "
         f"{os.cpu_count()} cores, jax {jax.__version__}, jaxflow {jf.__version__}"
     )
     quick = args.quick
-    nmu = eps = None
+    nmu, eps = [], []
     if "toys" in args.sweeps:
         _toy_figure(
             sweep_toys(8 if quick else 64, width=20, scale=1e-6, t1=100.0, rtol=1e-8)
         )
-    if "n-mu" in args.sweeps:
-        nmu = sweep_n_mu(
-            [16, 64] if quick else args.ns,
-            [0.1, 0.5] if quick else [0.05, 0.1, 0.3, 0.6, 0.9],
-            8 if quick else 64,
-            d=20,
-            width=10,
-            scale=1e-6,
-            rtol=1e-8,
-        )
-    if "eps" in args.sweeps:
-        eps = sweep_eps(
-            [1e-2, 1e-6] if quick else [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12],
-            n=64 if quick else 256,
-            mu=0.3,
-            seeds=8 if quick else 64,
-            d=20,
-            width=10,
-            rtol=1e-8,
-        )
-    if nmu is not None or eps is not None:
-        _figures(nmu, eps)
+    for kinks in args.kinks:
+        if "n-mu" in args.sweeps:
+            nmu.append((kinks, sweep_n_mu(
+                [16, 64] if quick else args.ns,
+                [0.1, 0.5] if quick else [0.05, 0.1, 0.3, 0.6, 0.9],
+                8 if quick else 64,
+                d=20, width=10, scale=1e-6, rtol=1e-8, kinks=kinks,
+            )))  # fmt: skip
+        if "eps" in args.sweeps:
+            eps.append((kinks, sweep_eps(
+                [1e-2, 1e-6] if quick else [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12],
+                n=64 if quick else 256, mu=0.3, seeds=8 if quick else 64,
+                d=20, width=10, rtol=1e-8, kinks=kinks,
+            )))  # fmt: skip
+    if len(nmu) == 2:
+        _compare("t1", [(k, r[0]) for k, r in nmu], "t1",
+                 lambda r: f"n={r['n']}, mu={r['mu']:g}")  # fmt: skip
+    if len(eps) == 2:
+        _compare("t2", [(k, r[0]) for k, r in eps], "t2", lambda r: f"eps={r['eps']:g}")
+    if nmu or eps:  # the figures show the first mode
+        _figures(nmu[0][1] if nmu else None, eps[0][1] if eps else None)
 
 
 if __name__ == "__main__":

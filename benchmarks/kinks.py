@@ -241,6 +241,9 @@ def gradient_descent(T=100.0, seed=1):
 
 
 def mnist(T=30.0, width=50, tight=1e-7, modes=("default", "plain"), rtols=None):
+    """Default and plain on all 12,665 images of 0 vs 1. Each row's error is against the
+    default mode at rtol `tight` (the exact flow; plain at that rtol takes over 11
+    minutes); by default the default mode runs at `tight` and 1e-6, plain at 1e-6."""
     try:
         data = jf.datasets.mnist()
     except FileNotFoundError as e:
@@ -251,13 +254,16 @@ def mnist(T=30.0, width=50, tight=1e-7, modes=("default", "plain"), rtols=None):
                                  key=jax.random.key(0))  # fmt: skip
     print(f"\n## 5. MNIST 0 vs 1, n={data.X.shape[0]}, width {width}, gaussian 1e-6, "
           f"exponential, t <= {T:g} (wall time without compilation)\n")  # fmt: skip
-    print(f"| mode | rtol | error vs the same mode at rtol {tight:.0e} | grad evals | "
-          "accepted | rejected | located | stepped over | status | wall s |")  # fmt: skip
+    print(f"| mode | rtol | error vs the default mode at rtol {tight:.0e} | grad evals "
+          "| accepted | rejected | located | stepped over | status | wall s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     walls, finals = {}, {}
-    rtols = (tight, 1e-6) if rtols is None else rtols
     for mode in modes:
         kinks = "auto" if mode == "default" else "plain"
+        if rtols is not None:
+            mode_rtols = rtols
+        else:
+            mode_rtols = (tight, 1e-6) if mode == "default" else (1e-6,)
 
         def solve(t1, rtol):
             return jf.solve(flow, net, t1=t1, ts=jnp.array([t1]),
@@ -265,15 +271,16 @@ def mnist(T=30.0, width=50, tight=1e-7, modes=("default", "plain"), rtols=None):
                             max_steps=10**5)  # fmt: skip
 
         jax.block_until_ready(solve(T * 1e-9, 1e-6))  # compiles (t1, rtol: inputs)
-        for rtol in rtols:
+        for rtol in mode_rtols:
             start = time.perf_counter()
             sol = jax.block_until_ready(solve(T, rtol))
             walls[mode, rtol] = time.perf_counter() - start
             finals[mode, rtol] = sol.final
             s = stats(sol)
+            reference = finals.get(("default", tight))
             err = (
-                error(sol.final, finals[mode, tight])
-                if (mode, tight) in finals and rtol != tight
+                error(sol.final, reference)
+                if reference is not None and (mode, rtol) != ("default", tight)
                 else float("nan")
             )
             print(
@@ -283,11 +290,9 @@ def mnist(T=30.0, width=50, tight=1e-7, modes=("default", "plain"), rtols=None):
                 f"| {sol.status_name} | {walls[mode, rtol]:.1f} |",
                 flush=True,
             )
-    if all((m, r) in walls for m in ("default", "plain") for r in (tight, 1e-6)):
-        diff = error(finals["default", tight], finals["plain", tight])
+    if all((m, 1e-6) in walls for m in ("default", "plain")):
         print(f"\nDefault/plain wall time at rtol 1e-6: "
-              f"{walls['default', 1e-6] / walls['plain', 1e-6]:.2f} (target <= 2). "
-              f"Default and plain at rtol {tight:.0e} differ by {diff:.1e}.")  # fmt: skip
+              f"{walls['default', 1e-6] / walls['plain', 1e-6]:.2f} (target <= 2).")  # fmt: skip
 
 
 def main():

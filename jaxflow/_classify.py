@@ -99,6 +99,7 @@ class _Point:
     eigenvalues: np.ndarray  # the Hessian's lowest, ascending
     vector: np.ndarray  # the lowest one's eigenvector, flat
     min_loss: float | None
+    note: str = ""  # what happened before the checks (a polish that failed)
 
     def verdict(self, kind: Kind, evidence: str, escape=None) -> Verdict:
         return Verdict(
@@ -109,17 +110,30 @@ class _Point:
             polished=self.polished,
             eigenvalues=self.eigenvalues,
             escape=escape,
-            evidence=evidence,
+            evidence=self.note + evidence,
         )
 
 
 def _measure(flow, model, min_loss, polish_first) -> _Point:
-    """Polish `model` (unless not `polish_first`) and measure the result."""
+    """Polish `model` (unless not `polish_first`) and measure the result. A polish
+    that did not converge found no stationary point near `model` (Newton may run off
+    where the loss only tends to its infimum, e.g. at infinity on separable data): then
+    `model` itself is measured."""
     model = on_device(model)
+    note = ""
+    polished = unmoved(flow, model, converged=False)
     if polish_first:
-        polished = polish(flow, model)
-    else:
-        polished = unmoved(flow, model, converged=False)
+        attempt = polish(flow, model)
+        if attempt.converged:
+            polished = attempt
+        else:
+            note = (
+                f"polishing did not converge ({attempt.steps} Newton steps moved the "
+                f"point by {attempt.distance:.3g} relative; gradient norm "
+                f"{attempt.grad_norm_before:.3g} -> {attempt.grad_norm_after:.3g}): "
+                "no stationary point found near the flow's end, which is classified "
+                "as it is; "
+            )
     point = polished.model
     loss = float(flow(point))
     values, vector = hessian_eigenvalues(flow, point)
@@ -131,6 +145,7 @@ def _measure(flow, model, min_loss, polish_first) -> _Point:
         eigenvalues=np.asarray(values),
         vector=vector,
         min_loss=min_loss,
+        note=note,
     )
 
 
@@ -247,7 +262,10 @@ def classify(
     not stationary at all, with the evidence.
 
     1. Polish (`jaxflow.polish`) and measure the (min-norm) gradient norm: above
-        `gtol` it is `"not stationary"`.
+        `gtol` it is `"not stationary"`. If polishing does not converge, no stationary
+        point is near: `model` is measured as it is, and the evidence says so (at the
+        end of a flow whose loss tends to its infimum only at infinity, e.g. on
+        separable data, the gradient there is above `gtol`: not stationary).
     2. With a known global minimum value `min_loss` (0 for a net that can
         interpolate), a loss within `loss_tol` (relative to $\max(1, |{\rm min\_loss}|)$)
         of it is a `"global minimum"`.

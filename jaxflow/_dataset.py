@@ -53,7 +53,10 @@ class Dataset(eqx.Module):
                 "entries; they must be equal."
             )
         if X.shape[0] == 0:
-            raise ValueError("Dataset: got an empty data set (n = 0).")
+            raise ValueError(
+                f"Dataset: `X` and `y` are empty (shapes {X.shape} and {y.shape}); "
+                "need at least one point."
+            )
         self.X = check(X, ~jnp.isfinite(X), lambda: _nonfinite_message("X", X))
         self.y = check(y, ~jnp.isfinite(y), lambda: _nonfinite_message("y", y))
 
@@ -92,10 +95,12 @@ def _as_float(x) -> Array:
 
 
 def _nonfinite_message(name: str, x) -> str:
-    if is_traced(x):
+    # Under `jax.jit` the check runs later, on values not known here (even for a
+    # concrete `x`: the test itself may be staged).
+    bad = [] if is_traced(x) else np.argwhere(~np.isfinite(np.asarray(x)))
+    if len(bad) == 0:
         where = "some entries"
     else:
-        bad = np.argwhere(~np.isfinite(np.asarray(x)))
         where = f"{len(bad)} entries, the first at index {tuple(bad[0].tolist())}"
         where += f" with value {describe(np.asarray(x)[tuple(bad[0])])}"
     return f"Dataset: `{name}` must be finite, but {where} are inf or nan."

@@ -1,5 +1,7 @@
 """`solve_ensemble`: many seeds, in vmapped chunks, over segments of time."""
 
+import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +16,10 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
 
 from . import _rundir
 from ._custom_types import MetricFn
-from ._errors import describe
+from ._errors import describe, describe_tree
 from ._flow import GradientFlow
 from ._integrate import Integrator, Outcome, advance, running
-from ._options import Options, default_atol, prepare, resolve
+from ._options import Options, default_atol, explain, prepare, resolve
 from ._results import Ensemble
 from .events._events import AbstractEvent
 from .metrics import default_metrics
@@ -36,6 +38,8 @@ class _Setup(eqx.Module):
     metrics: dict[str, MetricFn] | None  # None: each seed's default metrics
     save_models: bool = eqx.field(static=True)
     defer_metrics: bool = eqx.field(static=True)
+    vectorize: bool = eqx.field(static=True)
+    mesh: Any = eqx.field(static=True)  # the devices' mesh (axis "seeds"), or None
 
     def loop(self, flow, atol) -> Integrator:
         """One seed's time loop."""
@@ -48,9 +52,55 @@ class _Setup(eqx.Module):
             defer_metrics=self.defer_metrics,
         )
 
+    def each_seed(self, fn, flow, flow_axis, *batched):
+        """`fn(flow, *args)` for every seed of a chunk, stacked: the arrays of
+        `batched`, and of `flow` if `flow_axis` is 0, have a leading seed axis.
 
-# Seeds are vmapped; `flow` is vmapped too when it varies over seeds (axis 0) or shared
-# (None). Compiled once per chunk size.
+        Vectorized (`jax.vmap`), or one seed after the other (`jax.lax.map`, the seeds
+        of each device split with `jax.shard_map`). Then each seed runs the very
+        computation of `jaxflow.solve` on it alone, with its own number of steps, and
+        gets its bits: a vmapped matrix product whose other operand is shared (the
+        data) is one larger product, which rounds differently from the seed's own."""
+        if self.vectorize:
+            in_axes = (flow_axis,) + (0,) * len(batched)
+            return eqx.filter_vmap(fn, in_axes=in_axes)(flow, *batched)
+        # Arrays only through `lax.map` and `shard_map`: the shared flow's (passed,
+        # not closed over: on several devices it is a replicated array) and the
+        # mapped ones.
+        mapped = (None if flow_axis is None else flow, batched)
+        shared = flow if flow_axis is None else None
+        (shared_dynamic, dynamic), static = eqx.partition(
+            (shared, mapped), eqx.is_array
+        )
+        statics = []  # the outputs' non-array part, recorded while tracing
+
+        def local(shared_dynamic, dynamic):
+            def one(d):
+                common, (own, args) = eqx.combine((shared_dynamic, d), static)
+                out, out_static = eqx.partition(
+                    fn(common if flow_axis is None else own, *args), eqx.is_array
+                )
+                statics.append(out_static)
+                return out
+
+            return jax.lax.map(one, dynamic)
+
+        if self.mesh is not None:
+            specs = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("seeds")
+            # (Unchecked: the time loop's carry mixes shared and per-device values.)
+            local = jax.shard_map(
+                local,
+                mesh=self.mesh,
+                in_specs=specs,
+                out_specs=specs[1],
+                check_vma=False,
+            )
+        out = local(shared_dynamic, dynamic)
+        return eqx.combine(out, statics[0])
+
+
+# Seeds are vmapped or mapped (`_Setup.each_seed`); `flow` is mapped too when it
+# varies over seeds (axis 0), else shared (None). Compiled once per chunk size.
 @eqx.filter_jit
 def _init(setup: _Setup, flow, params, atol, flow_axis):
     def one(flow, params, atol):
@@ -60,14 +110,24 @@ def _init(setup: _Setup, flow, params, atol, flow_axis):
         )
         return setup.loop(flow, atol).init(params, metrics)
 
-    return eqx.filter_vmap(one, in_axes=(flow_axis, 0, 0))(flow, params, atol)
+    return setup.each_seed(one, flow, flow_axis, params, atol)
 
 
 @eqx.filter_jit
 def _advance(setup: _Setup, flow, dynamic, static, atol, t_stop, flow_axis):
     """Step every seed of a chunk until it passes `t_stop` or its solve is over."""
-    st = eqx.combine(dynamic, static)
-    return advance(setup.loop, st, t_stop, args=(flow, atol), in_axes=(flow_axis, 0))
+    if setup.vectorize:
+        st = eqx.combine(dynamic, static)
+        return advance(
+            setup.loop, st, t_stop, args=(flow, atol), in_axes=(flow_axis, 0)
+        )
+
+    def one(flow, dynamic, atol):
+        return advance(
+            lambda: setup.loop(flow, atol), eqx.combine(dynamic, static), t_stop
+        )
+
+    return setup.each_seed(one, flow, flow_axis, dynamic, atol)
 
 
 @eqx.filter_jit
@@ -75,7 +135,7 @@ def _finish(setup: _Setup, flow, dynamic, static, atol, flow_axis) -> Outcome:
     def one(flow, dynamic, atol):
         return setup.loop(flow, atol).finish(eqx.combine(dynamic, static))
 
-    return eqx.filter_vmap(one, in_axes=(flow_axis, 0, 0))(flow, dynamic, atol)
+    return setup.each_seed(one, flow, flow_axis, dynamic, atol)
 
 
 def _running(options: Options, st) -> np.ndarray:
@@ -118,6 +178,7 @@ def _segments(segments, t0, t1, dtype) -> np.ndarray:
         if (
             stops.ndim != 1
             or stops.size == 0
+            or not np.all(np.isfinite(stops))
             or np.any(np.diff(stops) <= 0)
             or stops[0] <= t0
             or not np.isclose(stops[-1], t1)
@@ -142,8 +203,9 @@ class _Devices:
 
     def __init__(self, devices):
         self.devices = list(jax.devices() if devices is None else devices)
+        self.mesh = None
         if len(self.devices) > 1:
-            mesh = jax.sharding.Mesh(np.array(self.devices), ("seeds",))
+            mesh = self.mesh = jax.sharding.Mesh(np.array(self.devices), ("seeds",))
             self.split = jax.sharding.NamedSharding(
                 mesh, jax.sharding.PartitionSpec("seeds")
             )
@@ -193,6 +255,8 @@ def solve_ensemble(
     kinks: Literal["auto", "min-norm", "plain"] = "auto",
     devices: list | None = None,
     callback: Callable[[int, float], None] | None = None,
+    throw: bool = False,
+    vectorize: bool | None = None,
 ) -> Ensemble:
     r"""Solve the gradient flow from many random initialisations: `jaxflow.solve` per
     seed, vmapped in chunks, run in segments of time between which finished seeds leave
@@ -221,14 +285,33 @@ def solve_ensemble(
     - `checkpoint_dir`: a run directory. After every segment the state of all seeds is
         written there atomically; calling `solve_ensemble` again with the same arguments
         resumes from the last segment written, and ends with results bitwise equal to an
-        uninterrupted run. At the end the results are written there too
-        (`jaxflow.load_ensemble`, `jaxflow show RUN_DIR`).
+        uninterrupted run. The call's configuration (`config.json`) is written there
+        when it starts, the results when it ends (`jaxflow.load_ensemble`,
+        `jaxflow show RUN_DIR`). For the whole call the directory is locked: a `lock`
+        file holds this process's host name and PID, and is removed at the end, also
+        when the call raises. A second call on the same directory meanwhile raises a
+        `ValueError` naming the holder; a lock left by a process no longer running on
+        this host (killed) is taken over, with a warning. A directory that holds a
+        checkpoint or results of a different run, or an unreadable (truncated or
+        corrupted) checkpoint or results file, raises a `ValueError` that names the
+        file and how to start again; two runs are never mixed.
     - `progress`: show a progress bar over segments (seeds finished, min and median
         time reached).
     - `devices`: the devices to split each chunk over, along the seed axis; all of
         `jax.devices()` by default.
     - `callback`: called as `callback(segment, stop_time)` after each segment (and its
         checkpoint) is done.
+    - `vectorize`: solve the seeds of a chunk together under `jax.vmap` (`True`), or
+        one after the other in one compiled program (`False`). Unvectorized, each seed
+        gets exactly the bits of `jaxflow.solve` on it alone, whatever its chunk, batch
+        size or device count, and takes only its own steps. Vectorized, a matrix
+        product with the shared data is computed for the whole chunk at once and
+        rounds differently (to well within the tolerance), so a seed's bits depend on
+        its chunk; on accelerators that is the fast way. Default (`None`): `False` on
+        the CPU, `True` elsewhere.
+    - `throw`: raise a `RuntimeError` naming the failed seeds and their statuses if
+        any seed did not succeed (after the run directory, if any, is written). By
+        default failures are reported per seed in `status`.
 
     **Returns:**
 
@@ -237,7 +320,8 @@ def solve_ensemble(
     **Raises:**
 
     `ValueError` for bad arguments, naming the value received, or a `checkpoint_dir`
-    that holds a different run. A seed that fails (status other than `successful` or
+    that holds a different run, is in use by another process, or holds an unreadable
+    checkpoint or results file. A seed that fails (status other than `successful` or
     `event_occurred`) does not raise: it is reported in `status` and the other seeds
     are unaffected.
 
@@ -290,6 +374,9 @@ def solve_ensemble(
     # under vmap every seed pays whenever one of them saves). Between segments the host
     # holds every seed's state, store included: the bound is on all seeds, not a chunk.
     stored = seeds.count * len(options.ts) * seeds.bytes_per_seed
+    place = _Devices(devices)
+    if vectorize is None:
+        vectorize = place.devices[0].platform != "cpu"
     setup = _Setup(
         options=options,
         static=seeds.static,
@@ -297,26 +384,77 @@ def solve_ensemble(
         metrics=metrics if metrics is None else checked,
         save_models=save_models,
         defer_metrics=save_models or stored <= _DEFER_BYTES,
+        vectorize=bool(vectorize),
+        mesh=place.mesh,
     )
-    chunks = _Chunks(seeds, _Devices(devices), batch_size)
+    chunks = _Chunks(seeds, place, batch_size)
+    run = None
+    if checkpoint_dir is not None:
+        config = _run_config(seeds, options, chunks, stops) | {
+            "rtol": rtol,
+            "atol": atol,
+            "stepsize_controller": repr(stepsize_controller),
+            "dt0": dt0,
+            "max_steps": max_steps,
+            "metrics": None if metrics is None else sorted(metrics),
+            "save_models": save_models,
+        }
+        run = _rundir.RunDir(checkpoint_dir, config, fname)
+    # The run directory is locked from here to the end, exceptions included.
+    with run if run is not None else contextlib.nullcontext():
+        ensemble = _solve(setup, seeds, chunks, atols, stops, run, progress, callback)
+    failed = np.flatnonzero(~ensemble.succeeded)
+    if throw and failed.size:
+        messages = ensemble.messages
+        listed = "; ".join(f"seed {i}: {messages[i]}" for i in failed[:5])
+        more = f"; and {failed.size - 5} more" if failed.size > 5 else ""
+        raise RuntimeError(
+            f"{fname}: {failed.size} of {seeds.count} seeds failed ({listed}{more})."
+        )
+    return ensemble
+
+
+def _solve(
+    setup: _Setup,
+    seeds,
+    chunks,
+    atols: np.ndarray,
+    stops: np.ndarray,
+    run,
+    progress: bool,
+    callback,
+) -> Ensemble:
+    """The seeds' time loops, segment by segment; checkpointed to `run` (a run
+    directory whose lock this process holds) unless it is None."""
+    options = setup.options
     everyone = np.arange(seeds.count)
-    states = chunks.run(
-        lambda f, p, a: _init(setup, f, p, a, seeds.flow_axis),
-        everyone,
-        _take(seeds.params, everyone),
-        atols,
-    )
+    try:
+        states = chunks.run(
+            lambda f, p, a: _init(setup, f, p, a, seeds.flow_axis),
+            everyone,
+            _take(seeds.params, everyone),
+            atols,
+        )
+    except (TypeError, ValueError) as e:
+        explain("solve_ensemble", seeds.flow_one, seeds.model_one, e)
+        raise
     dynamic, state_static = eqx.partition(states, eqx.is_array)
 
-    run = _rundir.Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     done, fingerprint = 0, None
     if run is not None:
         fingerprint = _rundir.fingerprint(
-            dynamic, seeds.flow_arrays(), atols, stops, batch_size, setup
+            dynamic,
+            seeds.flow_arrays(),
+            atols,
+            stops,
+            chunks.batch_size,
+            # Not the devices: a seed's result does not depend on them (unvectorized).
+            dataclasses.replace(setup, mesh=None),
         )
         done, loaded = run.load(fingerprint, dynamic)
         if loaded is not None:
             dynamic = loaded
+        run.start(fingerprint)
 
     bar = _rundir.progress_bar(len(stops), done, progress)
     for k in range(done, len(stops)):
@@ -352,16 +490,7 @@ def solve_ensemble(
     )
     ensemble = _ensemble(outputs, setup, atols, seeds.count, stops)
     if run is not None:
-        config = _run_config(seeds, options, chunks, stops) | {
-            "rtol": rtol,
-            "atol": atol,
-            "stepsize_controller": repr(stepsize_controller),
-            "dt0": dt0,
-            "max_steps": max_steps,
-            "metrics": None if metrics is None else sorted(metrics),
-            "save_models": save_models,
-        }
-        _rundir.write(run.path, ensemble, config)
+        run.finish(ensemble, fingerprint)
     return ensemble
 
 
@@ -381,15 +510,14 @@ class _Seeds:
             raise ValueError(
                 f"{fname}: `init` must be a function key -> model, got {init!r}."
             )
+        # Each seed's model (and flow) is made by calling `init(key)` on its own, as a
+        # user making that seed alone would: under `jax.vmap` the random draws and
+        # norms round differently, and the seed would start elsewhere.
         if self.per_seed_flow:
             data_keys, model_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-            flows = eqx.filter_vmap(flow)(data_keys)
-            self.flow_one = jax.tree.map(
-                lambda x: x[0] if eqx.is_array(x) else x, flows
-            )
-            self.flows = jax.tree.map(
-                lambda x: np.asarray(x) if eqx.is_array(x) else x, flows
-            )
+            flows = [flow(k) for k in data_keys]
+            self.flow_one = flows[0]
+            self.flows = _stack(flows)
             self.flow_axis = 0
         else:
             model_keys, self.flows, self.flow_one, self.flow_axis = (
@@ -398,12 +526,9 @@ class _Seeds:
                 flow,
                 None,
             )
-        self.params, self.static = eqx.partition(
-            eqx.filter_vmap(init)(model_keys), eqx.is_inexact_array
-        )
-        self.model_one = eqx.combine(
-            jax.tree.map(lambda x: x[0], self.params), self.static
-        )
+        models = [init(k) for k in model_keys]
+        self.model_one = models[0]
+        self.params, self.static = eqx.partition(_stack(models), eqx.is_inexact_array)
         self.count = keys.shape[0]
         self.bytes_per_seed = sum(
             x[0].size * x.dtype.itemsize for x in jax.tree.leaves(self.params)
@@ -444,14 +569,25 @@ class _Chunks:
         return eqx.combine(dynamic, static)
 
 
+def _stack(trees: list):
+    """The arrays of `trees` (alike but for their values) stacked along a new leading
+    axis, as NumPy arrays; the rest from the first."""
+    arrays, static = eqx.partition(trees[0], eqx.is_array)
+    leaves = [jax.tree.leaves(eqx.filter(t, eqx.is_array)) for t in trees]
+    stacked = [
+        np.stack([np.asarray(x[i]) for x in leaves]) for i in range(len(leaves[0]))
+    ]
+    return eqx.combine(jax.tree.unflatten(jax.tree.structure(arrays), stacked), static)
+
+
 def _run_config(seeds: _Seeds, options: Options, chunks: _Chunks, stops) -> dict:
     """What a run directory's `config.json` records of the run (with the arguments as
     given)."""
     return {
         "seeds": seeds.count,
         "keys": np.asarray(jax.random.key_data(seeds.keys)).tolist(),
-        "model": _describe_tree(seeds.model_one),
-        "flow": _describe_tree(seeds.flow_one),
+        "model": describe_tree(seeds.model_one),
+        "flow": describe_tree(seeds.flow_one),
         "flow_per_seed": seeds.per_seed_flow,
         "t0": float(options.t0),
         "t1": float(options.t1),
@@ -463,17 +599,6 @@ def _run_config(seeds: _Seeds, options: Options, chunks: _Chunks, stops) -> dict
         "batch_size": chunks.batch_size,
         "devices": [str(d) for d in chunks.place.devices],
     }
-
-
-def _describe_tree(tree) -> str:
-    """The type and array shapes of a model or flow, for the run's configuration."""
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    shapes = ", ".join(
-        f"{jax.tree_util.keystr(path)}: {tuple(np.shape(x))}"
-        for path, x in leaves
-        if eqx.is_array(x)
-    )
-    return f"{type(tree).__name__}({shapes})"
 
 
 def _take(tree, index):

@@ -42,3 +42,14 @@ def describe(x) -> str:
     if arr.size <= 6:
         return repr(arr.tolist()) if arr.ndim else repr(arr.item())
     return f"an array of shape {arr.shape}, dtype {arr.dtype}"
+
+
+def describe_tree(tree) -> str:
+    """The type and array shapes of a model or flow, e.g. for error messages."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    shapes = ", ".join(
+        f"{jax.tree_util.keystr(path)}: {tuple(np.shape(x))}"
+        for path, x in leaves
+        if eqx.is_array(x)
+    )
+    return f"{type(tree).__name__}({shapes})"

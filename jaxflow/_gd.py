@@ -1,3 +1,4 @@
+import math
 from typing import Any
 
 import equinox as eqx
@@ -8,8 +9,9 @@ from jaxtyping import ArrayLike, Float
 
 from ._custom_types import MetricFn
 from ._flow import GradientFlow
-from ._options import check_times, prepare
+from ._options import check_times, explain, prepare
 from ._solution import RESULTS, Solution, final_status
+from .metrics import default_metrics
 
 
 def _save(params, static, flow, metrics: dict[str, MetricFn], save_models: bool):
@@ -20,6 +22,8 @@ def _save(params, static, flow, metrics: dict[str, MetricFn], save_models: bool)
 
 @eqx.filter_jit
 def _descend(flow, params, static, metrics, lr, steps, save_steps, save_models):
+    if metrics is None:
+        metrics = default_metrics(eqx.combine(params, static), flow)
     optimizer = optax.sgd(lr)
 
     def step(_, carry):
@@ -73,8 +77,10 @@ def gradient_descent(
     evaluations, `rtol = atol = nan`, and status `nonfinite` if the iterates overflowed.
     """
     params, static, metrics = prepare(flow, model, metrics, "gradient_descent")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"gradient_descent: `lr` must be a float > 0, got {lr!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        raise ValueError(
+            f"gradient_descent: `lr` must be a finite float > 0, got {lr!r}."
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(
             f"gradient_descent: `steps` must be a positive int, got {steps!r}."
@@ -84,9 +90,13 @@ def gradient_descent(
     else:
         ts = check_times(ts, 0.0, steps * lr, "gradient_descent")
         save_steps = jnp.round(ts / lr).astype(int)
-    saved, values, final, status = _descend(
-        flow, params, static, metrics, float(lr), steps, save_steps, save_models
-    )
+    try:
+        saved, values, final, status = _descend(
+            flow, params, static, metrics, float(lr), steps, save_steps, save_models
+        )
+    except (TypeError, ValueError) as e:
+        explain("gradient_descent", flow, model, e)
+        raise
     stats = {
         "num_steps": jnp.asarray(steps),
         "num_accepted_steps": jnp.asarray(steps),

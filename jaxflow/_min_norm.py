@@ -48,13 +48,19 @@ class ReLUProblem(eqx.Module):
     """What the field needs from the flow, in the layout it uses."""
 
     inputs: Float[Array, "n d1"]  # the augmented inputs (`_relu.augment`)
-    norms: Float[Array, " n"]
+    norms: Float[Array, " n"]  # their norms, 1 for a zero input
+    kinked: Bool[Array, " n"]  # inputs with a kink: all but zero ones
     target: Float[Array, " n"]
     loss: AbstractLoss
 
     def __init__(self, flow, model: TwoLayerReLU):
         self.inputs = augment(flow.data.X, model.b is not None)
-        self.norms = jnp.linalg.norm(self.inputs, axis=1)
+        # A zero input (no bias) has z_ij = 0 for every neuron, always: no kink, no
+        # crossing, no term in the gradient. Its norm is taken as 1 so that the
+        # quantities divided by it stay finite (they are zero).
+        norms = jnp.linalg.norm(self.inputs, axis=1)
+        self.kinked = norms > 0
+        self.norms = jnp.where(self.kinked, norms, 1.0)
         self.target = flow.data.y
         self.loss = flow.loss
 
@@ -112,7 +118,7 @@ def pattern_at(
     a kink, the others active where $z_{ij} > 0$. Also returns whether some neuron had
     more than `MAX_KINKS` pairs on a kink (the first ones are kept)."""
     Z = problem.inputs @ neurons(params).T
-    near = on_kink(Z, problem.pair_scale(params), tol)
+    near = on_kink(Z, problem.pair_scale(params), tol) & problem.kinked[:, None]
     slots, overflow = slots_of(near)
     return Pattern(active=(Z > 0) & ~near, slots=slots), overflow
 

@@ -14,14 +14,14 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from ._errors import check, describe, is_traced
+from ._dataset import Dataset
+from ._errors import check, describe, describe_tree, is_traced
 from ._flow import GradientFlow
 from ._integrate import Integrator
 from ._kinks import MinNorm, supports
 from ._min_norm import ReLUProblem
 from ._pieces import Plain
 from .events._events import AbstractEvent, check_events
-from .metrics import default_metrics
 
 
 FLOAT64_HINT = (
@@ -34,7 +34,9 @@ KINKS = ("auto", "min-norm", "plain")
 
 def prepare(flow, model, metrics, fname: str):
     """Split `model` into parameter arrays and the rest, after checking `flow`, the
-    model's floating-point dtypes and `metrics` (the defaults for `None`)."""
+    model's floating-point dtypes and `metrics` (`None` stays: the defaults,
+    `default_metrics`, are made where the solve is compiled, so that `jaxflow.solve`
+    and every seed of `jaxflow.solve_ensemble` compute them alike)."""
     if not isinstance(flow, GradientFlow):
         raise ValueError(
             f"{fname}: `flow` must be a jaxflow.GradientFlow, got {type(flow).__name__}."
@@ -57,16 +59,56 @@ def prepare(flow, model, metrics, fname: str):
             "integrate one dtype; cast the model, e.g. `jax.tree.map(lambda x: "
             "x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, model)`."
         )
-    if metrics is None:
-        metrics = default_metrics(model, flow)
-    elif not isinstance(metrics, dict) or not all(
-        callable(m) for m in metrics.values()
+    data = flow.data
+    if isinstance(data, Dataset) and data.X.dtype != leaves[0][1].dtype:
+        raise ValueError(
+            f"{fname}: `flow.data` is {data.X.dtype} but `model`'s parameters are "
+            f"{leaves[0][1].dtype}; the solve runs in one precision. Cast one of them, "
+            f"e.g. `jf.Dataset(X.astype(jnp.{leaves[0][1].dtype}), y)`."
+        )
+    if not is_traced(params):
+        for path, x in leaves:
+            bad = ~np.isfinite(np.asarray(x))
+            if bad.any():
+                raise ValueError(
+                    f"{fname}: `model` must have finite parameters, but "
+                    f"`{jax.tree_util.keystr(path)}` has {int(bad.sum())} inf or nan "
+                    f"entries (of {bad.size})."
+                )
+    if metrics is not None and (
+        not isinstance(metrics, dict) or not all(callable(m) for m in metrics.values())
     ):
         raise ValueError(
             f"{fname}: `metrics` must be a dict name -> metric(model, flow), got "
             f"{metrics!r}."
         )
     return params, static, metrics
+
+
+def explain(fname: str, flow: GradientFlow, model, error: Exception) -> None:
+    """After tracing a solve failed with `error`: if the loss cannot even be evaluated
+    at `model` (say, the data's dimension is not the model's), raise a `ValueError`
+    that says so, naming both; otherwise return (and let `error` propagate). Run only
+    on failure: evaluating the loss's shapes costs a trace."""
+    try:
+        value = jax.eval_shape(flow, model)
+    except Exception as e:  # whatever the loss raises on these inputs
+        data = flow.data
+        shapes = (
+            f"X of shape {tuple(data.X.shape)} (inputs of dimension d = {data.d})"
+            if isinstance(data, Dataset)
+            else describe_tree(data)
+        )
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{fname}: the loss cannot be evaluated at `model` "
+            f"{describe_tree(model)} on the data, {shapes}: {first}. Check that the "
+            "model's input dimension is the data's."
+        ) from error
+    if value.shape != ():
+        raise ValueError(
+            f"{fname}: the loss must return a scalar, got shape {value.shape}."
+        ) from error
 
 
 def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
@@ -85,8 +127,10 @@ def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
         )
     # Rounding in e.g. `jnp.geomspace(a, t1)` may overshoot t1 by an ulp: clip that.
     slack = 8 * xp.finfo(ts.dtype).eps * xp.maximum(xp.abs(lo), xp.abs(hi))
+    # (NaN fails every comparison: test `isfinite` explicitly.)
     bad = (
-        (ts < lo - slack)
+        ~xp.isfinite(ts)
+        | (ts < lo - slack)
         | (ts > hi + slack)
         | xp.concatenate([xp.zeros(1, bool), ts[1:] < ts[:-1]])
     )
@@ -94,8 +138,8 @@ def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
         xp.clip(ts, lo, hi).astype(ts.dtype),
         bad,
         lambda: (
-            f"{fname}: `ts` must be non-decreasing and inside [{describe(lo)}, "
-            f"{describe(hi)}], got {describe(ts)}."
+            f"{fname}: `ts` must be finite, non-decreasing and inside "
+            f"[{describe(lo)}, {describe(hi)}], got {describe(ts)}."
         ),
     )
 
@@ -244,26 +288,43 @@ def resolve(
         raise ValueError(
             f"{fname}: `max_steps` must be a positive int, got {max_steps!r}."
         )
-    if not rtol > 0:
-        raise ValueError(f"{fname}: `rtol` must be > 0, got {rtol!r}.")
-    if atol is not None and not atol >= 0:
-        raise ValueError(f"{fname}: `atol` must be >= 0 or None, got {atol!r}.")
     # Times in the parameters' precision: diffrax mixes them with the state.
     dtype = jnp.result_type(*jax.tree.leaves(params))
-    if rtol < 1e-6 and jnp.finfo(dtype).eps > 1e-10:
+    if atol is not None and not is_traced(atol) and not 0 <= atol < np.inf:
+        raise ValueError(
+            f"{fname}: `atol` must be finite and >= 0, or None, got {atol!r}."
+        )
+    if 0 < rtol < 1e-6 and jnp.finfo(dtype).eps > 1e-10:
         raise ValueError(
             f"{fname}: rtol={rtol!r} needs float64 parameters, but the model has "
             f"{dtype} arrays, whose precision cannot reach it. {FLOAT64_HINT}, or use "
             "rtol >= 1e-6."
         )
+    # (Tolerances may be traced, e.g. to solve at several without recompiling.)
+    if not is_traced(rtol) and not 10 * jnp.finfo(dtype).eps <= rtol < np.inf:
+        raise ValueError(
+            f"{fname}: `rtol` must be finite and at least 10 eps of the parameters' "
+            f"{jnp.dtype(dtype).name} ({10 * float(jnp.finfo(dtype).eps):.1e}), got "
+            f"{rtol!r}."
+        )
+    # Tolerances given as arrays (say, to solve at several without recompiling) in
+    # the parameters' precision; Python floats are weakly typed already.
+    if not isinstance(rtol, float | int):
+        rtol = (jnp if is_traced(rtol) else np).asarray(rtol, dtype)
+    if atol is not None and not isinstance(atol, float | int):
+        atol = (jnp if is_traced(atol) else np).asarray(atol, dtype)
     traced = is_traced(t0, t1)
     xp = jnp if traced else np
     t0, t1 = xp.asarray(t0, dtype=dtype), xp.asarray(t1, dtype=dtype)
-    if traced or not t1 > t0:
+    bad = ~(xp.isfinite(t0) & xp.isfinite(t1) & (t1 > t0))
+    if traced or bad:
         t1 = check(
             t1,
-            ~(t1 > t0),
-            lambda: f"{fname}: need t1 > t0, got t0={describe(t0)}, t1={describe(t1)}.",
+            bad,
+            lambda: (
+                f"{fname}: need finite t0 < t1, got t0={describe(t0)}, "
+                f"t1={describe(t1)}."
+            ),
         )
     ts = xp.linspace(t0, t1, 101) if ts is None else ts
     solver = dfx.Tsit5() if solver is None else solver

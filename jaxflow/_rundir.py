@@ -1,19 +1,45 @@
 """A run directory: checkpoints while an ensemble runs, its results when it is done.
 
-- `checkpoint.npz`: every seed's solver state after the last finished segment, written
-    atomically (a new file, then `os.replace`), with the run's fingerprint.
-- `ensemble.nc`: the labelled results (`Ensemble.to_xarray`, netCDF4 via h5netcdf).
+- `lock`: taken by `solve_ensemble` for the whole run (created atomically, holding the
+    holder's host name and PID) and removed at its end, also when it raises. A second
+    run on the same directory fails with a `ValueError` naming the holder; a lock left
+    by a process that is no longer running on this host is taken over, with a warning.
+    (In a multi-process JAX run each process holds its own, `lock.<process index>`.)
+- `config.json`: the run's arguments, keys, library versions and fingerprint, written
+    when the run starts (`jaxflow show` describes an unfinished run from it) and again
+    when it finishes.
+- `checkpoint.npz`: every seed's solver state after the last finished segment, with
+    the run's fingerprint.
+- `ensemble.nc`: the labelled results (`Ensemble.to_xarray`, netCDF4 via h5netcdf),
+    with the run's fingerprint.
 - `seeds.csv`: one row per seed (`Ensemble.summary`).
-- `config.json`: the run's arguments, keys and library versions.
+
+Every file is written atomically: a new file under a name of this process's own, then
+`os.replace`. The fingerprint hashes what determines the run: initial states, data,
+tolerances, segments, batch size, and solver, controller, events and metrics field by
+field, functions by what they compute (code, defaults and closure values). A directory that holds a checkpoint or results of a different run (another
+fingerprint) is refused with a `ValueError`, and so is an unreadable (truncated or
+corrupted) checkpoint or results file: the error names the file and how to start again.
+Two runs are never mixed in one directory.
 """
 
+import contextlib
+import dataclasses
+import datetime
+import functools
 import hashlib
 import inspect
 import json
 import os
 import platform
 import re
+import socket
 import sys
+import types
+import uuid
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import equinox as eqx
@@ -23,49 +49,274 @@ import numpy as np
 from ._results import Ensemble, named_arrays, status_of
 
 
+LOCK = "lock"
 CHECKPOINT = "checkpoint.npz"
 RESULTS_FILE = "ensemble.nc"
 TABLE = "seeds.csv"
 CONFIG = "config.json"
+_RUN_FILES = f"{CHECKPOINT}, {RESULTS_FILE}, {TABLE} and {CONFIG}"
+# What reading a truncated or corrupted file raises (h5py's errors are OSErrors).
+_UNREADABLE = (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error)
+_HOST = socket.gethostname()
 
 
 def _stable_repr(x) -> str:
-    """`repr`, with the memory addresses of functions nested in it removed."""
-    return re.sub(r" at 0x[0-9a-f]+", "", repr(x))
+    """`repr`, with the memory addresses of objects nested in it removed."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(x))
 
 
 def fingerprint(*parts) -> str:
     """A hash of what determines a run: its initial states, data, tolerances, segments,
-    chunking and (by their repr) solver, controller, events and metrics."""
+    chunking, solver, controller, events and metrics. The same in every process:
+    functions enter by what they compute, not by their address or name alone."""
     digest = hashlib.sha256()
     for part in parts:
-        for leaf in jax.tree.leaves(part):
-            if eqx.is_array(leaf):
-                leaf = np.ascontiguousarray(leaf)
-                digest.update(f"{leaf.dtype}{leaf.shape}".encode())
-                digest.update(leaf.tobytes())
-            elif inspect.isfunction(leaf) or inspect.isbuiltin(leaf):
-                # By name: a function's repr holds its address, new in every process.
-                digest.update(f"{leaf.__module__}.{leaf.__qualname__}".encode())
-            else:
-                digest.update(_stable_repr(leaf).encode())
+        _feed(digest, part, set())
         digest.update(b"|")
     return digest.hexdigest()
 
 
+def _feed(digest, x, above: set) -> None:
+    """Hash `x` into `digest`: arrays by dtype, shape and bytes; functions by their
+    code, defaults and closure; Modules and containers field by field (static fields
+    included); anything else by its repr without addresses. `above` holds the ids of
+    the objects `x` is nested in: a recursive closure would otherwise never end."""
+
+    def put(text: str) -> None:
+        digest.update(text.encode())
+
+    if x is None or isinstance(x, bool | int | float | complex | str | bytes):
+        put(f"{type(x).__name__}:{x!r};")
+        return
+    if eqx.is_array(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+            x.dtype, jax.dtypes.prng_key
+        ):
+            x = jax.random.key_data(x)
+        x = np.ascontiguousarray(x)
+        put(f"array:{x.dtype}{x.shape};")
+        if x.dtype == object:  # its bytes are addresses
+            _feed(digest, x.tolist(), above)
+        else:
+            digest.update(x.tobytes())
+        return
+    if id(x) in above:
+        put("cycle;")
+        return
+    above = above | {id(x)}
+    if isinstance(x, types.CodeType):
+        put("code:")
+        digest.update(x.co_code)
+        _feed(digest, x.co_names, above)
+        _feed(digest, x.co_consts, above)
+    elif inspect.isfunction(x):
+        put(f"function:{x.__module__}.{x.__qualname__};")
+        _feed(digest, x.__code__, above)
+        _feed(digest, x.__defaults__, above)
+        _feed(digest, x.__kwdefaults__, above)
+        for cell in x.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # a cell not yet filled
+                put("empty cell;")
+            else:
+                _feed(digest, contents, above)
+    elif inspect.ismethod(x):
+        put("method:")
+        _feed(digest, x.__func__, above)
+        _feed(digest, x.__self__, above)
+    elif isinstance(x, functools.partial):
+        put("partial:")
+        for part in (x.func, x.args, x.keywords):
+            _feed(digest, part, above)
+    elif isinstance(x, type):
+        put(f"type:{x.__module__}.{x.__qualname__};")
+    elif dataclasses.is_dataclass(x):
+        put(f"{type(x).__module__}.{type(x).__qualname__}(")
+        for field in dataclasses.fields(x):
+            put(f"{field.name}=")
+            _feed(digest, getattr(x, field.name, "<unset>"), above)
+        put(")")
+    elif isinstance(x, dict):
+        put(f"dict{len(x)}(")
+        for key, value in x.items():
+            _feed(digest, key, above)
+            _feed(digest, value, above)
+        put(")")
+    elif isinstance(x, list | tuple):
+        put(f"{type(x).__name__}{len(x)}(")
+        for item in x:
+            _feed(digest, item, above)
+        put(")")
+    elif isinstance(x, set | frozenset):
+        # In a sorted order: a set of strings iterates in an order new in every process.
+        put(f"set{len(x)}:" + ",".join(sorted(fingerprint(item) for item in x)) + ";")
+    elif (inner := getattr(x, "__wrapped__", None)) is not None:  # jax.custom_jvp, jit
+        put(f"{type(x).__qualname__}:{getattr(x, '__qualname__', '')};")
+        _feed(digest, inner, above)
+    else:
+        put(f"{type(x).__module__}.{type(x).__qualname__}:{_stable_repr(x)};")
+
+
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # A name of this process's own: two processes writing at once never share one.
+    tmp = path.with_name(f"{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-class Checkpoint:
-    def __init__(self, path):
+@contextlib.contextmanager
+def _readable(file: Path, fname: str, what: str, fix: str):
+    """Turn the errors of reading a truncated or corrupted `file` into a ValueError
+    that names it and says how to start again."""
+    try:
+        yield
+    except _UNREADABLE as e:
+        raise ValueError(
+            f"{fname}: cannot read the {what} {str(file)!r} ({type(e).__name__}: {e}); "
+            f"it is truncated or corrupted. {fix}"
+        ) from e
+
+
+def _checkpoint_readable(file: Path, fname: str):
+    return _readable(
+        file,
+        fname,
+        "checkpoint",
+        "Delete it to start the run from scratch (or put back a good copy).",
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """The run directory of one `solve_ensemble` call. A context manager: on entry it
+    takes the directory's lock (creating the directory), on exit it releases it."""
+
+    def __init__(self, path, config: dict, fname: str = "solve_ensemble"):
         self.path = Path(path)
+        self.fname = fname
+        self.config = config  # the run's arguments, for `config.json`
+        name = LOCK if jax.process_count() == 1 else f"{LOCK}.{jax.process_index()}"
+        self.lock = self.path / name
+        self._mine = json.dumps(
+            {"host": _HOST, "pid": os.getpid(), "since": _now(), "id": uuid.uuid4().hex}
+        )
+
+    def __enter__(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a lock released or taken over meanwhile: look again
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(self._mine)
+                return self
+            text = _read(self.lock)
+            if text is not None:
+                holder = _lock_holder(text)
+                if holder is None or _alive(holder):
+                    raise ValueError(self._held(holder))
+                self._take_over(text, holder)
+        raise ValueError(self._held(_lock_holder(_read(self.lock) or "")))
+
+    def _take_over(self, text: str, holder: dict) -> None:
+        """Remove a stale lock: moved aside under a name of our own, so that of two
+        processes taking it over at once only one does; put back if what moved is
+        not what was found stale (another process took it over first)."""
+        aside = self.lock.with_name(f"{self.lock.name}.{_HOST}.{os.getpid()}.stale")
+        try:
+            os.replace(self.lock, aside)
+        except FileNotFoundError:
+            return
+        moved = _read(aside)
+        if moved != text:
+            with contextlib.suppress(OSError):
+                os.link(aside, self.lock)
+            aside.unlink(missing_ok=True)
+            raise ValueError(self._held(_lock_holder(moved or "")))
+        aside.unlink(missing_ok=True)
+        warnings.warn(
+            f"{self.fname}: taking over the lock of the run directory "
+            f"{str(self.path)!r}: its holder, process {holder['pid']} on this host "
+            f"({_HOST}), is no longer running (killed?). The run resumes from its "
+            "checkpoint.",
+            stacklevel=4,
+        )
+
+    def _held(self, holder: dict | None) -> str:
+        if holder is None:
+            who = f"has a lock file {str(self.lock)!r} that cannot be read"
+        else:
+            since = f", taken {holder['since']}" if "since" in holder else ""
+            who = (
+                f"is in use by process {holder['pid']} on host {holder['host']!r} "
+                f"(its lock file {str(self.lock)!r}{since})"
+            )
+        return (
+            f"{self.fname}: the run directory `checkpoint_dir` {str(self.path)!r} "
+            f"{who}. Wait for that run to end or use another directory; if no process "
+            "uses it any more (e.g. one killed on another host), delete the lock file."
+        )
+
+    def __exit__(self, *exc) -> None:
+        if _read(self.lock) == self._mine:
+            self.lock.unlink(missing_ok=True)
+
+    def _different(self, what: str) -> ValueError:
+        return ValueError(
+            f"{self.fname}: `checkpoint_dir` {str(self.path)!r} holds {what} of a "
+            "different run (other keys, data, tolerances, solver, events, metrics, "
+            "segments or batch size). Use a new directory, or delete its "
+            f"{_RUN_FILES} to start again."
+        )
+
+    def load(self, fingerprint: str, like):
+        """The segments done and the states saved, or `(0, None)` if nothing is.
+        Raises if the directory holds a checkpoint or results of another run."""
+        done, loaded = 0, None
+        file = self.path / CHECKPOINT
+        if file.is_file():
+            with _checkpoint_readable(file, self.fname), np.load(file) as saved:
+                theirs = str(saved["fingerprint"])
+                if theirs == fingerprint:
+                    leaves, treedef = jax.tree.flatten(like)
+                    loaded = [saved[f"leaf{i}"] for i in range(len(leaves))]
+                    done, loaded = int(saved["segment"]), treedef.unflatten(loaded)
+            if theirs != fingerprint:
+                raise self._different("a checkpoint")
+        file = self.path / RESULTS_FILE
+        if file.is_file():
+            theirs = _results(file, self.fname, attrs_only=True).get("fingerprint")
+            if theirs != fingerprint:
+                raise self._different("the results")
+        return done, loaded
+
+    def start(self, fingerprint: str) -> None:
+        """Write `config.json` as the run starts: all that is known then."""
+        try:
+            old = json.loads(_read(self.path / CONFIG) or "{}")
+        except ValueError:
+            old = {}
+        # A resumed run keeps the time it first started.
+        same = isinstance(old, dict) and old.get("fingerprint") == fingerprint
+        self.config = self.config | {
+            "fingerprint": fingerprint,
+            "versions": versions(),
+            "started": old.get("started") if same else _now(),
+            "finished": None,
+        }
+        self._write_config()
 
     def save(self, segment: int, fingerprint: str, dynamic) -> None:
         leaves = {f"leaf{i}": x for i, x in enumerate(jax.tree.leaves(dynamic))}
@@ -76,22 +327,54 @@ class Checkpoint:
             ),
         )
 
-    def load(self, fingerprint: str, like):
-        """The segments done and the states saved, or `(0, None)` if nothing is."""
-        file = self.path / CHECKPOINT
-        if not file.is_file():
-            return 0, None
-        with np.load(file) as saved:
-            if str(saved["fingerprint"]) != fingerprint:
-                raise ValueError(
-                    f"solve_ensemble: `checkpoint_dir` {str(self.path)!r} holds a "
-                    "checkpoint of a different run (other keys, data, tolerances, "
-                    "segments or batch size). Use a new directory, or delete "
-                    f"{CHECKPOINT} there to start again."
-                )
-            leaves, treedef = jax.tree.flatten(like)
-            loaded = [saved[f"leaf{i}"] for i in range(len(leaves))]
-            return int(saved["segment"]), jax.tree.unflatten(treedef, loaded)
+    def finish(self, ensemble: Ensemble, fingerprint: str) -> None:
+        """Write the results of the finished run, then complete `config.json`."""
+        data = ensemble.to_xarray()
+        data.attrs["fingerprint"] = fingerprint
+        _atomic(
+            self.path / RESULTS_FILE,
+            lambda f: f.write(data.to_netcdf(engine="h5netcdf")),
+        )
+        table = ensemble.summary().to_csv()
+        _atomic(self.path / TABLE, lambda f: f.write(table.encode()))
+        self.config["finished"] = _now()
+        self._write_config()
+
+    def _write_config(self) -> None:
+        text = json.dumps(self.config, indent=1, default=str)
+        _atomic(self.path / CONFIG, lambda f: f.write(text.encode()))
+
+
+def _read(file: Path) -> str | None:
+    """A small text file's contents, or None if it is not there (or unreadable)."""
+    try:
+        return file.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _lock_holder(text: str) -> dict | None:
+    """The host and PID in a lock file's text, or None if they cannot be read."""
+    try:
+        holder = json.loads(text)
+        if isinstance(holder["host"], str) and int(holder["pid"]) > 0:
+            return holder
+    except (ValueError, TypeError, KeyError):
+        pass
+    return None
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the holder of a lock may still be running: not known on another host."""
+    if holder["host"] != _HOST:
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def progress_bar(total: int, done: int, show: bool):
@@ -127,16 +410,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write(path, ensemble: Ensemble, config: dict) -> None:
-    """Write the results of a finished run to the directory `path`."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    data = ensemble.to_xarray()
-    _atomic(path / RESULTS_FILE, lambda f: f.write(data.to_netcdf(engine="h5netcdf")))
-    table = ensemble.summary().to_csv()
-    _atomic(path / TABLE, lambda f: f.write(table.encode()))
-    text = json.dumps(config | {"versions": versions()}, indent=1, default=str)
-    _atomic(path / CONFIG, lambda f: f.write(text.encode()))
+def _results(file: Path, fname: str, attrs_only: bool = False):
+    """`file` (an `ensemble.nc`) loaded as an xarray Dataset, or only its attributes;
+    a ValueError that names it if it cannot be read."""
+    import xarray as xr
+
+    fix = (
+        f"Delete it (and {TABLE}) and run the same call again to write it anew from "
+        f"the run's {CHECKPOINT}, or start the run again in a new directory."
+    )
+    with _readable(file, fname, "results", fix):
+        if attrs_only:
+            with xr.open_dataset(file, engine="h5netcdf") as data:
+                return dict(data.attrs)
+        return xr.load_dataset(file, engine="h5netcdf")
 
 
 def load_ensemble(path, like=None) -> Ensemble:
@@ -157,10 +444,10 @@ def load_ensemble(path, like=None) -> Ensemble:
 
     **Raises:**
 
-    `FileNotFoundError` if the run has not finished writing its results.
+    `FileNotFoundError` if the run has not finished writing its results. `ValueError`
+    if its `ensemble.nc` cannot be read (truncated or corrupted), naming the file, or
+    if the arrays of `like` are not those of the models in it, listing both.
     """
-    import xarray as xr
-
     path = Path(path)
     file = path / RESULTS_FILE
     if not file.is_file():
@@ -168,24 +455,45 @@ def load_ensemble(path, like=None) -> Ensemble:
             f"load_ensemble: no {RESULTS_FILE} in {str(path)!r}: not a run directory, "
             "or the run has not finished (its checkpoint resumes it)."
         )
-    data = xr.load_dataset(file, engine="h5netcdf")
-    stat_names = [n for n in data.data_vars if n.startswith("num_")] + ["max_steps"]
+    data = _results(file, "load_ensemble")
     final = {
         n.removeprefix("final_"): data[n].values
         for n in data.data_vars
         if n.startswith("final_")
     }
+    if like is not None:
+        params, static = eqx.partition(like, eqx.is_array)
+        expected = {k: np.shape(x) for k, x in named_arrays(params).items()}
+        found = {k: np.shape(x)[1:] for k, x in final.items()}
+        if expected != found:
+            raise ValueError(
+                f"load_ensemble: `like` does not match the models in {str(file)!r}: "
+                f"`like` has the arrays {expected}, the file holds {found} (field: "
+                "shape per seed). Give one model of the kind the run evolved (e.g. "
+                "`init(key)` of the run), or no `like` to get a dict."
+            )
+        final = eqx.combine(
+            jax.tree.unflatten(
+                jax.tree.structure(params), [final[name] for name in expected]
+            ),
+            static,
+        )
+    with _readable(
+        file,
+        "load_ensemble",
+        "results",
+        "It is not an ensemble.nc that solve_ensemble wrote.",
+    ):
+        return _ensemble_of(data, final)
+
+
+def _ensemble_of(data, final) -> Ensemble:
+    stat_names = [n for n in data.data_vars if n.startswith("num_")] + ["max_steps"]
     ys = {
         n.removeprefix("ys_"): data[n].values
         for n in data.data_vars
         if n.startswith("ys_")
     }
-    if like is not None:
-        params, static = eqx.partition(like, eqx.is_array)
-        leaves = [final[name] for name in named_arrays(params)]
-        final = eqx.combine(
-            jax.tree.unflatten(jax.tree.structure(params), leaves), static
-        )
     skip = {"t_final", "status", "status_name", "atol"} | set(stat_names)
     metrics = {
         n: data[n].values
@@ -231,13 +539,28 @@ def show(path) -> str:
             "versions      "
             + ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()),
         ]
+    for lock in sorted(path.glob(f"{LOCK}*")):
+        holder = _lock_holder(_read(lock) or "")
+        lines.append(
+            f"lock          {lock.name}: "
+            + (
+                "unreadable"
+                if holder is None
+                else f"process {holder['pid']} on {holder['host']}"
+                + ("" if _alive(holder) else " (no longer running)")
+            )
+        )
     if not (path / RESULTS_FILE).is_file():
-        if (path / CHECKPOINT).is_file():
-            with np.load(path / CHECKPOINT) as saved:
-                lines.append(
-                    f"unfinished    {int(saved['segment'])} segments done; run the same "
-                    "call again to resume"
-                )
+        file = path / CHECKPOINT
+        if file.is_file():
+            with _checkpoint_readable(file, "show"), np.load(file) as saved:
+                done = int(saved["segment"])
+            lines.append(
+                f"unfinished    {done} segments done; run the same call again to resume"
+            )
+            return "\n".join(lines)
+        if config_file.is_file():
+            lines.append("unfinished    0 segments done; run the same call again")
             return "\n".join(lines)
         raise FileNotFoundError(f"show: {str(path)!r} is not a jaxflow run directory.")
     ens = load_ensemble(path)

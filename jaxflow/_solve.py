@@ -9,13 +9,16 @@ from jaxtyping import ArrayLike, Float
 from ._custom_types import MetricFn, RealScalarLike
 from ._errors import is_traced
 from ._flow import GradientFlow
-from ._options import Options, default_atol, prepare, resolve
-from ._solution import Solution, succeeded
+from ._options import Options, default_atol, explain, prepare, resolve
+from ._solution import RESULTS, Solution, status_name, succeeded
 from .events._events import AbstractEvent
+from .metrics import default_metrics
 
 
 @eqx.filter_jit
 def _solve(flow, params, static, metrics, options: Options, atol, save_models: bool):
+    if metrics is None:
+        metrics = default_metrics(eqx.combine(params, static), flow)
     # With `save_models` the models at `ts` are stored anyway: evaluate the metrics on
     # them after the loop (compiled once, not at every step that saves).
     loop = options.integrator(
@@ -75,8 +78,10 @@ def solve(
         without, inside it, at the steps that pass a time of `ts`.
     - `save_models`: whether to store the model at `ts` (`False` keeps only metrics,
         for long solves).
-    - `throw`: raise if the solve did not succeed. By default the status is reported in
-        the solution instead, so one failing seed under `jax.vmap` spoils no other.
+    - `throw`: raise if the solve did not succeed: a `RuntimeError` naming the status,
+        its message and the time reached (under `jax.jit` or `jax.vmap`, an
+        `equinox.error_if` at run time). By default the status is reported in the
+        solution instead, so one failing seed under `jax.vmap` spoils no other.
     - `kinks`: how to treat the kinks of a ReLU network, where $-\nabla L$ jumps.
         - `"min-norm"`: follow the minimum-norm element of the Clarke subdifferential
             (the Filippov sliding velocity on a kink surface): crossings are located on
@@ -103,8 +108,8 @@ def solve(
     **Raises:**
 
     `ValueError` for bad arguments, naming the value received; under `jax.jit`, checks
-    on traced values raise at run time instead. With `throw=True`, an error carrying the
-    status message if the solve failed.
+    on traced values raise at run time instead. With `throw=True`, a `RuntimeError`
+    carrying the status message if the solve failed.
 
     !!! Example
 
@@ -131,12 +136,23 @@ def solve(
         kinks=kinks,
         events=events,
     )
-    if atol is None:
-        atol = default_atol(params, rtol)
-    out = _solve(flow, params, static, metrics, options, atol, save_models)
+    atol = default_atol(params, options.rtol) if options.atol is None else options.atol
+    try:
+        out = _solve(flow, params, static, metrics, options, atol, save_models)
+    except (TypeError, ValueError) as e:
+        explain("solve", flow, model, e)
+        raise
     final = eqx.combine(out.final, static)
     if throw:
-        final = out.status.error_if(final, ~succeeded(out.status))
+        if is_traced(out.status._value):
+            final = out.status.error_if(final, ~succeeded(out.status))
+        elif not succeeded(out.status):
+            # Concrete: raise here, with the status first (not below a JIT traceback).
+            name = status_name(out.status)
+            raise RuntimeError(
+                f"solve: the solve failed at t={float(out.t_final):.6g} (t1="
+                f"{float(options.t1):.6g}) with status {name}: {RESULTS[out.status]}"
+            )
     rtol, atol = options.tolerances(atol)
     # (Concrete tolerances as NumPy: two dispatched conversions were 5% of a short solve.)
     xp = jnp if is_traced(rtol, atol) else np

@@ -85,3 +85,54 @@ def test_spurious_writes_verdicts_and_figure(tmp_path, capsys):
         assert v["polish"]["grad_norm_after"] < 1e-12
     assert (out / "spurious.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "ensemble.nc").is_file() and (out / "seeds.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ensemble", "--seeds", "0"], "argument --seeds: must be a positive int, got '0'"),
+        (["ensemble", "--t1", "-1"], "argument --t1: must be a positive float, got '-1'"),
+        (["align", "--rtol", "0"], "argument --rtol: must be a positive float, got '0'"),
+        (["demo", "--width", "0"], "argument --width: must be a positive int, got '0'"),
+        (["spurious", "--t1", "nan"], "argument --t1: must be a positive float, got 'nan'"),
+        (["neuron", "--seeds", "two"], "argument --seeds: must be a positive int, got 'two'"),
+        (["align", "--digits", "3", "10"], "argument --digits: must be a digit 0..9, got '10'"),
+    ],
+)  # fmt: skip
+def test_bad_option_values_are_argparse_errors(tmp_path, capsys, argv, message):
+    from jaxflow._cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, "--out", str(tmp_path / "run")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: jaxflow " + argv[0]) and "Traceback" not in err
+    assert err.splitlines()[-1] == f"jaxflow {argv[0]}: error: {message}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["align", "--data", "mnist", "--digits", "3", "3"],
+            "mnist: `digits` must be two distinct ints in 0..9, got (3, 3).",
+        ),
+        (
+            ["ensemble", "--data", "mnist", "--root", "{tmp}/nonexistent"],
+            "mnist: `root` ('{tmp}/nonexistent') is not an existing folder.",
+        ),
+    ],
+)
+def test_library_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    """A bad argument that only jaxflow can judge: its message, no traceback."""
+    from jaxflow._cli import main
+
+    monkeypatch.delenv("JAXFLOW_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, "--seeds", "1", "--quiet", "--out", str(tmp_path / "run")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxflow {argv[0]}: error: {message.format(tmp=tmp_path)}")
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -58,7 +58,7 @@ def test_gd_rounds_times_to_steps_and_validates():
     )
     assert np.allclose(gd.ts, [0.01, 0.5, 1.0])
     assert gd.metrics["loss"].shape == (3,) and gd.ys.W.shape == (3, 4, 3)
-    with pytest.raises(ValueError, match="`lr` must be a float > 0, got -0.1"):
+    with pytest.raises(ValueError, match="`lr` must be a finite float > 0, got -0.1"):
         jf.gradient_descent(flow, net, lr=-0.1, steps=10)
     with pytest.raises(ValueError, match="`steps` must be a positive int, got 2.5"):
         jf.gradient_descent(flow, net, lr=0.1, steps=2.5)

@@ -1,4 +1,5 @@
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -56,10 +57,73 @@ def test_found_through_environment_variable(tmp_path, tiny, monkeypatch):
 def test_missing_files_error_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.delenv("JAXFLOW_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(
         FileNotFoundError, match=r"no train images file.*empty.*never downloads"
     ):
         jf.datasets.mnist(root=tmp_path / "empty")
+
+
+@pytest.fixture
+def cached(tmp_path, tiny, monkeypatch):
+    """MNIST (the tiny files) in the cache, JAXFLOW_DATA unset."""
+    monkeypatch.delenv("JAXFLOW_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "jaxflow").mkdir(parents=True)
+    _write_idx(tmp_path / "cache" / "jaxflow", "train", *tiny)
+    assert jf.datasets.mnist().n == 9
+
+
+def test_given_root_is_searched_alone(tmp_path, tiny, cached, monkeypatch):
+    misspelt = tmp_path / "mnsit"
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"`root` ('{misspelt}') is not an existing folder"),
+    ):
+        jf.datasets.mnist(root=misspelt)
+    with pytest.raises(FileNotFoundError, match=r"`root` \(''\) is not an existing"):
+        jf.datasets.mnist(root="")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no train images file.*empty"):
+        jf.datasets.mnist(root=tmp_path / "empty")
+    # JAXFLOW_DATA, when set, is searched alone too; `root` comes before it.
+    monkeypatch.setenv("JAXFLOW_DATA", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"no train images file.*empty"):
+        jf.datasets.mnist()
+    monkeypatch.setenv("JAXFLOW_DATA", str(misspelt))
+    with pytest.raises(FileNotFoundError, match=r"JAXFLOW_DATA \(.*mnsit'\) is not"):
+        jf.datasets.mnist()
+    assert jf.datasets.mnist(root=tmp_path / "cache" / "jaxflow").n == 9
+
+
+def test_images_and_labels_come_from_one_folder(tmp_path, tiny, cached):
+    only = tmp_path / "images-only"
+    only.mkdir()
+    _write_idx(only, "train", *tiny)
+    (only / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"images-only holds the train images \(train-images-idx3-ubyte.gz\) "
+        r"but not their labels \(train-labels-idx1-ubyte\[.gz\]\)",
+    ):
+        jf.datasets.mnist(root=only)
+
+
+def test_digits_missing_from_the_labels(tmp_path, tiny):
+    _write_idx(tmp_path, "train", *tiny)
+    labels = str(tmp_path / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(ValueError) as error:
+        jf.datasets.mnist(digits=(4, 5), root=tmp_path)
+    assert str(error.value) == (
+        f"mnist: `digits` is (4, 5), but the labels in {labels} hold neither 4 nor 5; "
+        "they hold digits [0, 1, 2, 3, 7]. Choose two of those."
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"`digits` is \(0, 9\), .* hold only one of them: no 9; they hold "
+        r"digits \[0, 1, 2, 3, 7\]",
+    ):
+        jf.datasets.mnist(digits=(0, 9), root=tmp_path)
 
 
 def test_truncated_and_corrupt_files(tmp_path, tiny):

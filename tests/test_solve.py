@@ -127,15 +127,20 @@ def test_errors_fire_under_jit():
     flow, net = relu_problem(n=8, d=3, width=4)
     run = jax.jit(lambda ts: jf.solve(flow, net, t1=1.0, ts=ts).metrics["loss"])
     assert run(jnp.array([0.2, 0.5])).shape == (2,)
-    with pytest.raises(Exception, match="`ts` must be non-decreasing"):
+    with pytest.raises(Exception, match="`ts` must be finite, non-decreasing"):
         jax.block_until_ready(run(jnp.array([0.5, 0.2])))
-    with pytest.raises(Exception, match="`ts` must be non-decreasing"):
+    with pytest.raises(Exception, match="`ts` must be finite, non-decreasing"):
         jax.block_until_ready(run(jnp.array([0.5, 2.0])))
     net32 = jax.tree.map(lambda x: x.astype(jnp.float32), net)
+    flow32 = jf.GradientFlow(
+        flow.loss, jax.tree.map(lambda x: x.astype(jnp.float32), flow.data)
+    )
     with pytest.raises(
         ValueError, match=r"rtol=1e-10 needs float64 parameters.*jax_enable_x64"
     ):
-        jax.jit(lambda m: jf.solve(flow, m, t1=1.0, rtol=1e-10).final)(net32)
+        jax.jit(lambda m: jf.solve(flow32, m, t1=1.0, rtol=1e-10).final)(net32)
+    with pytest.raises(ValueError, match=r"`flow.data` is float64 but `model`'s param"):
+        jax.jit(lambda m: jf.solve(flow, m, t1=1.0, rtol=1e-4).final)(net32)
 
 
 def test_float32_allowed_at_loose_tolerance():
@@ -152,11 +157,11 @@ def test_float32_allowed_at_loose_tolerance():
 
 def test_bad_arguments_name_the_value():
     flow, net = relu_problem(n=8, d=3, width=4)
-    with pytest.raises(ValueError, match=r"need t1 > t0, got t0=0.0, t1=-1.0"):
+    with pytest.raises(ValueError, match=r"need finite t0 < t1, got t0=0.0, t1=-1.0"):
         jf.solve(flow, net, t1=-1.0)
     with pytest.raises(
         ValueError,
-        match=r"`ts` must be non-decreasing and inside \[0.0, 1.0\], got \[0.5, 2.0\]",
+        match=r"`ts` must be finite, non-decreasing and inside \[0.0, 1.0\], got \[0.5, 2.0\]",
     ):
         jf.solve(flow, net, t1=1.0, ts=[0.5, 2.0])
     with pytest.raises(

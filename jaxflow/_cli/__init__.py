@@ -9,7 +9,12 @@ from .options import Formatter, examples
 
 def main(argv: list[str] | None = None) -> int:
     """Runs `jaxflow` on `argv` (default: the process's arguments); returns the exit
-    code."""
+    code.
+
+    Bad arguments exit with code 2 and a one-line message on stderr: those argparse
+    checks (`jaxflow <command>: error: argument --seeds: ...`, after the usage), and
+    those only jaxflow can judge, its `ValueError`s and `FileNotFoundError`s
+    (`jaxflow <command>: error: <message>`), instead of a traceback."""
     parser = argparse.ArgumentParser(
         prog="jaxflow",
         description="Exact gradient-flow trajectories of neural networks in JAX.",
@@ -20,4 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     for command in (demo, ensemble, align, spurious, neuron, show):
         command.add_parser(commands)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        # jaxflow's errors name the argument, the value and the fix: the message is
+        # the whole answer, as argparse's is.
+        parser.exit(2, f"{parser.prog} {args.command}: error: {e}\n")

@@ -6,7 +6,13 @@ import jax.numpy as jnp
 import jaxflow as jf
 
 from .._rundir import show
-from .options import add_command, add_options, ensemble_arguments, run_options
+from .options import (
+    add_command,
+    add_options,
+    ensemble_arguments,
+    positive_float,
+    run_options,
+)
 
 
 _LOSSES = {
@@ -46,7 +52,9 @@ def add_parser(commands) -> None:
     model.add_argument("--bias", action="store_true", help="hidden-layer bias")
     solver = parser.add_argument_group("solver")
     add_options(solver, seeds=64, t1=1e3, rtol=1e-8, times=100, steady_state=None)
-    solver.add_argument("--loss-below", type=float, help="stop a seed at this loss")
+    solver.add_argument(
+        "--loss-below", type=positive_float, help="stop a seed at this loss"
+    )
     add_options(solver, kinks="auto")
     run_options(parser)
 

@@ -10,7 +10,13 @@ import numpy as np
 
 import jaxflow as jf
 
-from .options import REQUIRED, add_command, add_options
+from .options import (
+    REQUIRED,
+    add_command,
+    add_options,
+    positive_float,
+    positive_int,
+)
 
 
 # The options that go to `jaxflow.experiments.neuron_study` by name.
@@ -27,34 +33,41 @@ def add_parser(commands) -> None:
     )
     study = parser.add_argument_group("study")
     study.add_argument(
-        "--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="chain depths"
+        "--depths",
+        type=positive_int,
+        nargs="+",
+        default=[1, 2, 3, 4],
+        help="chain depths",
     )
     study.add_argument(
         "--scales",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0],
         help="initial scales ||w_1|| = a_l",
     )
     add_options(study, seeds=32, d=10)
     study.add_argument(
-        "--loss-level", type=float, default=1e-6, help="converged: loss below"
+        "--loss-level", type=positive_float, default=1e-6, help="converged: loss below"
     )
     study.add_argument(
-        "--angle-level", type=float, default=1e-3, help="... and teacher angle below"
+        "--angle-level",
+        type=positive_float,
+        default=1e-3,
+        help="... and teacher angle below",
     )
     add_options(study, rtol=1e-10)
     study.add_argument(
         "--ns",
-        type=int,
+        type=positive_int,
         nargs="*",
         default=[1000, 10000, 100000],
         help="sample sizes against the population flow (none: skip)",
     )
-    study.add_argument("--draws", type=int, default=4, help="data sets per n")
+    study.add_argument("--draws", type=positive_int, default=4, help="data sets per n")
     study.add_argument(
         "--lrs",
-        type=float,
+        type=positive_float,
         nargs="*",
         default=[0.1, 0.03, 0.01, 0.003],
         help="GD steps against the flow (none: skip)",

@@ -3,6 +3,7 @@ several commands take, each defined once here with its type and help; a command
 chooses its defaults."""
 
 import argparse
+import math
 import re
 import textwrap
 
@@ -45,30 +46,73 @@ class Formatter(
         return super()._get_help_string(action)
 
 
+def _parse(text: str, kind: type, ok, expected: str):
+    # ArgumentTypeError, not ValueError: argparse then prints our message as it is.
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """`type=` of an option that takes an int >= 1."""
+    return _parse(text, int, lambda v: v >= 1, "a positive int")
+
+
+def nonnegative_int(text: str) -> int:
+    """`type=` of an option that takes an int >= 0."""
+    return _parse(text, int, lambda v: v >= 0, "a non-negative int")
+
+
+def digit(text: str) -> int:
+    """`type=` of an option that takes an MNIST digit."""
+    return _parse(text, int, lambda v: 0 <= v <= 9, "a digit 0..9")
+
+
+def positive_float(text: str) -> float:
+    """`type=` of an option that takes a finite float > 0."""
+    return _parse(text, float, lambda v: 0 < v < math.inf, "a positive float")
+
+
+def nonnegative_float(text: str) -> float:
+    """`type=` of an option that takes a finite float >= 0."""
+    return _parse(text, float, lambda v: 0 <= v < math.inf, "a non-negative float")
+
+
+def open_unit_float(text: str) -> float:
+    """`type=` of an option that takes a float in (0, 1)."""
+    return _parse(text, float, lambda v: 0 < v < 1, "a float in (0, 1)")
+
+
 # Marks an option that has no default.
 REQUIRED = object()
 
 _OPTIONS = {
-    "n": dict(type=int, help="number of data points"),
-    "d": dict(type=int, help="input dimension"),
-    "mu": dict(type=float, help="separation of the separable data"),
-    "root": dict(help="MNIST folder (unset: $JAXFLOW_DATA)"),
-    "width": dict(type=int, help="hidden neurons"),
-    "scale": dict(type=float, help="initial scale"),
+    "n": dict(type=positive_int, help="number of data points"),
+    "d": dict(type=positive_int, help="input dimension"),
+    "mu": dict(type=open_unit_float, help="separation of the separable data"),
+    "root": dict(help="MNIST folder (unset: $JAXFLOW_DATA, else ~/.cache/jaxflow)"),
+    "width": dict(type=positive_int, help="hidden neurons"),
+    "scale": dict(type=positive_float, help="initial scale"),
     "init": dict(choices=("balanced", "gaussian"), help="initialisation"),
-    "seeds": dict(type=int, help="number of seeds"),
-    "t1": dict(type=float, help="final time"),
-    "rtol": dict(type=float, help="relative tolerance of the solver"),
-    "times": dict(type=int, help="number of saved times"),
+    "seeds": dict(type=positive_int, help="number of seeds"),
+    "t1": dict(type=positive_float, help="final time"),
+    "rtol": dict(type=positive_float, help="relative tolerance of the solver"),
+    "times": dict(type=positive_int, help="number of saved times"),
     "kinks": dict(choices=("auto", "min-norm", "plain"), help="kink handling"),
     "steady_state": dict(
-        type=float,
+        type=positive_float,
         metavar="RTOL",
         help="stop a seed once its gradient norm is RTOL times the initial one",
     ),
-    "seed": dict(type=int, help="master seed"),
-    "segments": dict(type=int, help="log-spaced segments of time, checkpointed"),
-    "batch_size": dict(type=int, help="the most seeds solved at once"),
+    "seed": dict(type=nonnegative_int, help="master seed"),
+    "segments": dict(
+        type=positive_int, help="log-spaced segments of time, checkpointed"
+    ),
+    "batch_size": dict(type=positive_int, help="the most seeds solved at once"),
     "out": dict(help="the output directory"),
     "quiet": dict(action="store_true", help="no progress bar"),
 }

@@ -10,7 +10,15 @@ import numpy as np
 
 import jaxflow as jf
 
-from .options import add_command, add_options, ensemble_arguments, run_options
+from .options import (
+    add_command,
+    add_options,
+    ensemble_arguments,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    run_options,
+)
 
 
 def add_parser(commands) -> None:
@@ -36,7 +44,7 @@ def add_parser(commands) -> None:
     add_options(solver, seeds=8, t1=1e4, rtol=1e-9, times=100, steady_state=1e-7)
     solver.add_argument(
         "--steady-state-atol",
-        type=float,
+        type=nonnegative_float,
         default=1e-8,
         metavar="ATOL",
         help="... or ATOL, whichever is larger (from a small init, RTOL times the "
@@ -44,12 +52,14 @@ def add_parser(commands) -> None:
     )
     solver.add_argument(
         "--escape-time",
-        type=float,
+        type=positive_float,
         default=100.0,
         help="how long the escape test re-solves",
     )
     run_options(parser)
-    parser.add_argument("--show", type=int, default=4, help="seeds to print")
+    parser.add_argument(
+        "--show", type=nonnegative_int, default=4, help="seeds to print"
+    )
 
 
 def run(args) -> int:
