@@ -1,4 +1,5 @@
-"""`solve_ensemble`: many seeds, in vmapped chunks, over segments of time."""
+"""`solve_ensemble`: many seeds, in chunks (one seed after another, or vmapped), over
+segments of time."""
 
 import contextlib
 import dataclasses
@@ -259,8 +260,9 @@ def solve_ensemble(
     vectorize: bool | None = None,
 ) -> Ensemble:
     r"""Solve the gradient flow from many random initialisations: `jaxflow.solve` per
-    seed, vmapped in chunks, run in segments of time between which finished seeds leave
-    the batch, optionally checkpointed and split over several devices.
+    seed, in chunks (on the CPU each seed gets the bits of `jaxflow.solve` on it alone;
+    see `vectorize`), run in segments of time between which finished seeds leave the
+    batch, optionally checkpointed and split over several devices.
 
     **Arguments:**
 
