@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # (a minute of compilation: the README command stays under 10 minutes)
 def test_performance_suite_smoke(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--size", "tiny",
