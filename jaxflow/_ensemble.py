@@ -20,7 +20,7 @@ from ._custom_types import MetricFn
 from ._errors import describe, describe_tree
 from ._flow import GradientFlow
 from ._integrate import Integrator, Outcome, advance, running
-from ._options import Options, default_atol, explain, prepare, resolve
+from ._options import Options, default_atol, explained, prepare, resolve
 from ._results import Ensemble
 from .events._events import AbstractEvent
 from .metrics import default_metrics
@@ -430,16 +430,13 @@ def _solve(
     directory whose lock this process holds) unless it is None."""
     options = setup.options
     everyone = np.arange(seeds.count)
-    try:
+    with explained("solve_ensemble", seeds.flow_one, seeds.model_one):
         states = chunks.run(
             lambda f, p, a: _init(setup, f, p, a, seeds.flow_axis),
             everyone,
             _take(seeds.params, everyone),
             atols,
         )
-    except (TypeError, ValueError) as e:
-        explain("solve_ensemble", seeds.flow_one, seeds.model_one, e)
-        raise
     dynamic, state_static = eqx.partition(states, eqx.is_array)
 
     done, fingerprint = 0, None

@@ -9,7 +9,7 @@ from jaxtyping import ArrayLike, Float
 
 from ._custom_types import MetricFn
 from ._flow import GradientFlow
-from ._options import check_times, explain, prepare
+from ._options import check_times, explained, prepare
 from ._solution import RESULTS, Solution, final_status
 from .metrics import default_metrics
 
@@ -90,13 +90,10 @@ def gradient_descent(
     else:
         ts = check_times(ts, 0.0, steps * lr, "gradient_descent")
         save_steps = jnp.round(ts / lr).astype(int)
-    try:
+    with explained("gradient_descent", flow, model):
         saved, values, final, status = _descend(
             flow, params, static, metrics, float(lr), steps, save_steps, save_models
         )
-    except (TypeError, ValueError) as e:
-        explain("gradient_descent", flow, model, e)
-        raise
     stats = {
         "num_steps": jnp.asarray(steps),
         "num_accepted_steps": jnp.asarray(steps),

@@ -4,6 +4,7 @@ metrics, the times, the tolerances and step-size controller, an implicit solver'
 root-finder tolerances, the kink treatment, the precision the tolerances need.
 """
 
+import contextlib
 from typing import Any, Literal
 
 import diffrax as dfx
@@ -85,30 +86,37 @@ def prepare(flow, model, metrics, fname: str):
     return params, static, metrics
 
 
-def explain(fname: str, flow: GradientFlow, model, error: Exception) -> None:
-    """After tracing a solve failed with `error`: if the loss cannot even be evaluated
-    at `model` (say, the data's dimension is not the model's), raise a `ValueError`
-    that says so, naming both; otherwise return (and let `error` propagate). Run only
-    on failure: evaluating the loss's shapes costs a trace."""
+@contextlib.contextmanager
+def explained(fname: str, flow: GradientFlow, model):
+    """Around the first trace of a solve: if tracing fails with a `TypeError` or
+    `ValueError` and the loss cannot even be evaluated at `model` (say, the data's
+    dimension is not the model's), raise a `ValueError` that says so, naming both;
+    otherwise let the error propagate. The loss's shapes are evaluated only on failure
+    (it costs a trace)."""
     try:
-        value = jax.eval_shape(flow, model)
-    except Exception as e:  # whatever the loss raises on these inputs
-        data = flow.data
-        shapes = (
-            f"X of shape {tuple(data.X.shape)} (inputs of dimension d = {data.d})"
-            if isinstance(data, Dataset)
-            else describe_tree(data)
-        )
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{fname}: the loss cannot be evaluated at `model` "
-            f"{describe_tree(model)} on the data, {shapes}: {first}. Check that the "
-            "model's input dimension is the data's."
-        ) from error
-    if value.shape != ():
-        raise ValueError(
-            f"{fname}: the loss must return a scalar, got shape {value.shape}."
-        ) from error
+        yield
+    except (TypeError, ValueError) as error:
+        try:
+            value = jax.eval_shape(flow, model)
+        except Exception as e:  # whatever the loss raises on these inputs
+            data = flow.data
+            shapes = (
+                f"X of shape {tuple(data.X.shape)} (inputs of dimension d = {data.d})"
+                if isinstance(data, Dataset)
+                else describe_tree(data)
+            )
+            text = str(e).strip()
+            first = text.splitlines()[0] if text else type(e).__name__
+            raise ValueError(
+                f"{fname}: the loss cannot be evaluated at `model` "
+                f"{describe_tree(model)} on the data, {shapes}: {first}. Check that "
+                "the model's input dimension is the data's."
+            ) from error
+        if value.shape != ():
+            raise ValueError(
+                f"{fname}: the loss must return a scalar, got shape {value.shape}."
+            ) from error
+        raise
 
 
 def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:

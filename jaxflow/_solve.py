@@ -9,7 +9,7 @@ from jaxtyping import ArrayLike, Float
 from ._custom_types import MetricFn, RealScalarLike
 from ._errors import is_traced
 from ._flow import GradientFlow
-from ._options import Options, default_atol, explain, prepare, resolve
+from ._options import Options, default_atol, explained, prepare, resolve
 from ._solution import RESULTS, Solution, status_name, succeeded
 from .events._events import AbstractEvent
 from .metrics import default_metrics
@@ -137,11 +137,8 @@ def solve(
         events=events,
     )
     atol = default_atol(params, options.rtol) if options.atol is None else options.atol
-    try:
+    with explained("solve", flow, model):
         out = _solve(flow, params, static, metrics, options, atol, save_models)
-    except (TypeError, ValueError) as e:
-        explain("solve", flow, model, e)
-        raise
     final = eqx.combine(out.final, static)
     if throw:
         if is_traced(out.status._value):
