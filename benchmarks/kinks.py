@@ -17,7 +17,15 @@ Prints:
 5. MNIST 0 vs 1, all 12,665 training images, width 50, gaussian init 1e-6, t <= 30,
    rtol 1e-6: default against plain wall time, each against its run at rtol 1e-7.
 
+6. Deep networks (`--deep`): `jf.models.MLP` on the Boursier-Flammarion three points,
+   square loss, rtol 1e-8, t1=1000, max_steps 50,000, per depth (2, 3, 4: hidden
+   widths 30) and scale (1, 0.3), seeds: status, time reached, steps, final loss,
+   polished min-norm gradient, `jf.classify`'s kind, and whether it ends at the
+   least-squares line (loss 0.175043); plain at the same settings. Then the two-layer
+   specialization against the general mechanism on a `TwoLayerReLU` (wall, error).
+
     python benchmarks/kinks.py                 # 1-4 (~15 min on 2 CPU cores)
+    python benchmarks/kinks.py --only-deep --deep-seeds 2 --depths 3 --scales 0.3
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
     python benchmarks/kinks.py --quick         # 2 seeds, fewer tolerances
 """
@@ -295,6 +303,69 @@ def mnist(T=30.0, width=50, tight=1e-7, modes=("default", "plain"), rtols=None):
               f"{walls['default', 1e-6] / walls['plain', 1e-6]:.2f} (target <= 2).")  # fmt: skip
 
 
+def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True):
+    flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
+    print(f"\n## 6. Deep MLPs on the three points, t1={T:g}, rtol 1e-8, {solver}, "
+          "max_steps 50,000")  # fmt: skip
+    print("| depth | scale | seed | mode | status | t reached | accepted | rejected "
+          "| slides | loss | polished grad | kind | LS line | wall s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    modes = ("auto", "plain") if plain else ("auto",)
+    for depth in depths:
+        for scale in scales:
+            for seed in range(seeds):
+                net = jf.models.MLP(
+                    1, (30,) * (depth - 1), scale=scale, key=jax.random.key(seed)
+                )
+                for mode in modes:
+                    start = time.perf_counter()
+                    sol = jf.solve(
+                        flow, net, t1=T, rtol=1e-8, max_steps=50_000, kinks=mode,
+                        ts=[T], solver=getattr(dfx, solver)(),
+                    )  # fmt: skip
+                    wall = time.perf_counter() - start
+                    loss = float(sol.metrics["loss"][-1])
+                    kind, g = "", float("nan")
+                    if mode == "auto" and str(sol.status) == "successful":
+                        verdict = jf.classify(flow, sol.final, min_loss=0.0)
+                        kind, g = verdict.kind, verdict.polished.grad_norm_after
+                    line = abs(loss - 0.175043) < 1e-4
+                    print(f"| {depth} | {scale:g} | {seed} | {mode} | {sol.status} | "
+                          f"{float(sol.t_final):.4g} | "
+                          f"{int(sol.stats['num_accepted_steps'])} | "
+                          f"{int(sol.stats['num_rejected_steps'])} | "
+                          f"{int(sol.stats.get('num_slides', -1))} | {loss:.6g} | "
+                          f"{g:.2e} | {kind} | {line} | {wall:.1f} |",
+                          flush=True)  # fmt: skip
+
+
+def specialization(T=8.0):
+    """The two-layer rule (`kinks="min-norm"`) against the general mechanism
+    (`kinks="general"`) on a `TwoLayerReLU` that slides."""
+    flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
+    net = jf.models.TwoLayerReLU(
+        1, 20, scale=0.1, bias=True, fan="width", key=jax.random.key(4)
+    )
+    ref = jf.solve(flow, net, t1=T, rtol=1e-12, kinks="min-norm", ts=[T]).final
+    print(f"\n## 7. Two-layer specialization against the general mechanism "
+          f"(Boursier-Flammarion, width 20, scale 0.1, T={T:g})")  # fmt: skip
+    print("| rtol | mode | error | slides | vf evals | wall s |")
+    print("|---|---|---|---|---|---|")
+    walls = {}
+    for rtol in (1e-6, 1e-10):
+        for mode in ("min-norm", "general"):
+            sol, wall = run(
+                lambda: jf.solve(flow, net, t1=T, rtol=rtol, kinks=mode, ts=[T])
+            )
+            walls[rtol, mode] = wall
+            print(f"| {rtol:g} | {mode} | {error(sol.final, ref):.2e} | "
+                  f"{int(sol.stats['num_slides'])} | "
+                  f"{int(sol.stats['num_vf_evals'])} | {wall:.3f} |")  # fmt: skip
+    for rtol in (1e-6, 1e-10):
+        ratio = walls[rtol, "general"] / walls[rtol, "min-norm"]
+        print(f"rtol {rtol:g}: general / two-layer wall = {ratio:.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -303,12 +374,23 @@ def main():
     parser.add_argument("--mnist-modes", nargs="+", default=["default", "plain"],
                         choices=["default", "plain"])  # fmt: skip
     parser.add_argument("--mnist-rtols", type=float, nargs="+", default=None)
+    parser.add_argument("--deep", action="store_true")
+    parser.add_argument("--only-deep", action="store_true")
+    parser.add_argument("--deep-seeds", type=int, default=8)
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3])
+    parser.add_argument("--deep-solver", default="Tsit5")
+    parser.add_argument("--no-plain", action="store_true")
     args = parser.parse_args()
     print(
         f"# jaxflow kinks benchmark: {platform.processor() or platform.machine()}, "
         f"{jax.devices()[0].platform}, jax {jax.__version__}, jaxflow {jf.__version__}"
     )
-    if not args.only_mnist:
+    if args.deep or args.only_deep:
+        specialization()
+        deep(args.depths, args.scales, args.deep_seeds, solver=args.deep_solver,
+             plain=not args.no_plain)  # fmt: skip
+    if not args.only_mnist and not args.only_deep:
         rtols = (
             (1e-3, 1e-4, 1e-6, 1e-8, 1e-10)
             if args.quick

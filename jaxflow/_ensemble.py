@@ -253,7 +253,7 @@ def solve_ensemble(
     max_steps: int = 100_000,
     metrics: dict[str, MetricFn] | None = None,
     save_models: bool = False,
-    kinks: Literal["auto", "min-norm", "plain"] = "auto",
+    kinks: Literal["auto", "min-norm", "general", "plain"] = "auto",
     devices: list | None = None,
     callback: Callable[[int, float], None] | None = None,
     throw: bool = False,

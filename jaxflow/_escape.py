@@ -23,6 +23,7 @@ import numpy as np
 
 from ._flow import GradientFlow
 from ._polish import flat
+from ._predict import predict
 from ._relu import augment, neurons, with_neurons
 from ._solve import solve
 
@@ -74,7 +75,7 @@ class Escape:
 
 def _residuals(flow: GradientFlow, model):
     """$r_i = \\partial L / \\partial f(x_i)$."""
-    pred = model(flow.data.X)
+    pred = predict(model, flow.data.X)
     return jax.grad(lambda p: flow.loss.of_predictions(p, flow.data.y))(pred)
 
 

@@ -9,6 +9,7 @@ from ._custom_types import LossFn
 from ._dataset import Dataset
 from ._kinks import supports
 from ._min_norm import min_norm_gradient
+from ._sliding import min_norm_velocity, supports as supports_sliding
 from .losses import AbstractLoss
 
 
@@ -66,10 +67,16 @@ class GradientFlow(eqx.Module):
         For a `jaxflow.models.TwoLayerReLU` with a built-in loss on a `Dataset`, pairs
         with $|\langle w_j, x_i\rangle + b_j| \le 10^{-10} \|(w_j, b_j)\| \|(x_i, 1)\|$
         count as on the kink (where the min-norm solve keeps sliding pairs, to rounding);
-        at most four per neuron. For other models it is `gradient(model)`.
+        at most four per neuron. For another network whose loss calls `jax.nn.relu` or
+        `jax.nn.leaky_relu`, minus the velocity of the sliding flow (the equivalent
+        control, `jaxflow._sliding`), pairs within $10^{-10}$ of their site's RMS
+        pre-activation counting as on the kink. For other models it is
+        `gradient(model)`.
         """
         if supports(self, model):
             return min_norm_gradient(self, model)
+        if supports_sliding(self, model):
+            return min_norm_velocity(self, model)
         return self.gradient(model)
 
     def value_and_gradient(self, params: PyTree, static: PyTree):

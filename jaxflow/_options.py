@@ -22,6 +22,7 @@ from ._integrate import Integrator
 from ._kinks import MinNorm, supports
 from ._min_norm import ReLUProblem
 from ._pieces import Plain
+from ._sliding import Sliding, supports as supports_sliding
 from .events._events import AbstractEvent, check_events
 
 
@@ -30,7 +31,7 @@ FLOAT64_HINT = (
     "True)` (importing jaxflow does this unless JAXFLOW_ENABLE_X64=0 is set)"
 )
 
-KINKS = ("auto", "min-norm", "plain")
+KINKS = ("auto", "min-norm", "plain", "general")
 
 
 def prepare(flow, model, metrics, fname: str):
@@ -97,7 +98,7 @@ def explained(fname: str, flow: GradientFlow, model):
         yield
     except (TypeError, ValueError) as error:
         try:
-            value = jax.eval_shape(flow, model)
+            value = eqx.filter_eval_shape(flow, model)
         except Exception as e:  # whatever the loss raises on these inputs
             data = flow.data
             shapes = (
@@ -117,6 +118,31 @@ def explained(fname: str, flow: GradientFlow, model):
                 f"{fname}: the loss must return a scalar, got shape {value.shape}."
             ) from error
         raise
+
+
+def kink_mode(flow, model, kinks, fname: str) -> str:
+    """How a solve treats kinks: `"min-norm"` (the two-layer specialization,
+    `_kinks`), `"general"` (`_sliding`, any network whose loss calls `jax.nn.relu` or
+    `jax.nn.leaky_relu`) or `"plain"`."""
+    if kinks not in KINKS:
+        raise ValueError(
+            f"{fname}: `kinks` must be 'auto', 'min-norm', 'general' or 'plain', got "
+            f"{kinks!r}."
+        )
+    if kinks == "plain":
+        return kinks
+    if kinks != "general" and supports(flow, model):
+        return "min-norm"
+    if supports_sliding(flow, model):
+        return "general"
+    if kinks == "auto":
+        return "plain"
+    raise ValueError(
+        f"{fname}: kinks={kinks!r} needs a loss whose ReLUs are `jax.nn.relu` or "
+        "`jax.nn.leaky_relu` calls outside `lax` control flow (scan, cond, "
+        f"while_loop); the loss of model {type(model).__name__} has none. Use "
+        "kinks='plain'."
+    )
 
 
 def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
@@ -205,7 +231,8 @@ class Options(eqx.Module):
     dt0: Any
     events: dict[str, AbstractEvent]
     max_steps: int = eqx.field(static=True)
-    kinks: Literal["min-norm", "plain"] = eqx.field(static=True)
+    # "min-norm": the two-layer specialization; "general": `_sliding`, any network.
+    kinks: Literal["min-norm", "general", "plain"] = eqx.field(static=True)
 
     def controller(self, atol) -> dfx.AbstractStepSizeController:
         """The step-size controller: the user's, or the default PID controller."""
@@ -239,6 +266,8 @@ class Options(eqx.Module):
             )
             problem = ReLUProblem(flow, eqx.combine(params, static))
             pieces = MinNorm(problem, rtol, atol)
+        elif self.kinks == "general":
+            pieces = Sliding(flow, params, static)
         else:
             pieces = Plain(flow, static)
         return Integrator(
@@ -279,19 +308,7 @@ def resolve(
     """Check a solve's arguments and resolve their defaults (`model`: one seed's
     initial point, `params` its parameter arrays)."""
     events = check_events(events, fname)
-    if kinks not in KINKS:
-        raise ValueError(
-            f"{fname}: `kinks` must be 'auto', 'min-norm' or 'plain', got {kinks!r}."
-        )
-    if kinks == "min-norm" and not supports(flow, model):
-        raise ValueError(
-            f"{fname}: kinks='min-norm' needs a jaxflow.models.TwoLayerReLU trained "
-            "with a built-in loss (jaxflow.losses) on a jaxflow.Dataset, got model "
-            f"{type(model).__name__}, loss {type(flow.loss).__name__}, data "
-            f"{type(flow.data).__name__}. Use kinks='plain'."
-        )
-    if kinks == "auto":
-        kinks = "min-norm" if supports(flow, model) else "plain"
+    kinks = kink_mode(flow, model, kinks, fname)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(
             f"{fname}: `max_steps` must be a positive int, got {max_steps!r}."

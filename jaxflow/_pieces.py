@@ -25,6 +25,8 @@ class Start(eqx.Module):
     counts: dict[str, Int[Array, ""]]  # increments of the counters in `counts`
     overflow: Bool[Array, ""]  # the piece does not fit its fixed-size storage
     jump: Bool[Array, ""]  # the field changed (or `y` moved): restart the solver
+    # The piece's field is not defined: e.g. no equivalent control in the box.
+    unresolved: Bool[Array, ""] | None = None
 
 
 class Cut(eqx.Module):

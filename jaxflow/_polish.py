@@ -17,9 +17,11 @@ import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
+from . import _gates
 from ._flow import GradientFlow
 from ._kinks import supports
 from ._relu import (
+    KINK_TOL,
     activation_pattern,
     augment,
     kink_scale,
@@ -28,6 +30,7 @@ from ._relu import (
     replace_neurons,
     select_neurons,
 )
+from ._sliding import supports as supports_sliding
 from .metrics import grad_norm
 
 
@@ -112,6 +115,31 @@ def living_neurons(flow: GradientFlow, model):
     return alive, keep, active
 
 
+def _root(loss, kinks, x0, num_kinks: int, rtol, max_steps):
+    """Newton's method on the gradient of `loss` (a function of the flat parameters),
+    with the `num_kinks` constraints `kinks(x) = 0` held by multipliers: the result,
+    steps, whether it converged."""
+
+    def lagrangian_gradient(y, _):
+        x, lam = y
+        gx = jax.grad(lambda x: loss(x) + lam @ kinks(x))(x)
+        return gx, kinks(x)
+
+    solver = optx.Newton(rtol=rtol, atol=rtol, linear_solver=lx.SVD())
+    if num_kinks:
+        y0 = (x0, jnp.zeros(num_kinks, x0.dtype))
+        sol = optx.root_find(
+            lagrangian_gradient, solver, y0, max_steps=max_steps, throw=False
+        )
+        x = sol.value[0]
+    else:
+        gradient = lambda x, _: jax.grad(loss)(x)  # noqa: E731
+        sol = optx.root_find(gradient, solver, x0, max_steps=max_steps, throw=False)
+        x = sol.value
+    x = jnp.where(jnp.all(jnp.isfinite(x)), x, x0)
+    return x, sol.stats["num_steps"], sol.result == optx.RESULTS.successful
+
+
 @eqx.filter_jit
 def _newton_jit(flow, model, active, pair_points, pair_neurons, rtol, max_steps):
     x0, rebuild = flat(model)
@@ -121,28 +149,63 @@ def _newton_jit(flow, model, active, pair_points, pair_neurons, rtol, max_steps)
         U = neurons(rebuild(x))
         return jnp.sum(inputs[pair_points] * U[pair_neurons], axis=1)
 
-    def lagrangian_gradient(y, _):
-        x, lam = y
-        gx = jax.grad(
-            lambda x: restricted_loss(flow, rebuild(x), active) + lam @ kinks(x)
-        )(x)
-        return gx, kinks(x)
+    return _root(
+        lambda x: restricted_loss(flow, rebuild(x), active),
+        kinks,
+        x0,
+        pair_points.size,
+        rtol,
+        max_steps,
+    )
 
-    def gradient(x, _):
-        return jax.grad(lambda y: restricted_loss(flow, rebuild(y), active))(x)
 
-    solver = optx.Newton(rtol=rtol, atol=rtol, linear_solver=lx.SVD())
-    if pair_points.size:
-        y0 = (x0, jnp.zeros(pair_points.size))
-        sol = optx.root_find(
-            lagrangian_gradient, solver, y0, max_steps=max_steps, throw=False
+@eqx.filter_jit
+def _newton_gated(flow, model, gates, held, rtol, max_steps):
+    """`_root` on the loss with its ReLU sites gated (`_gates`), the pre-activations
+    `held` (indices) on their kinks."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    x0, unravel = ravel_pytree(params)
+    fn = lambda p, data: flow.loss(eqx.combine(p, static), data)  # noqa: E731
+
+    def run(x):
+        return _gates.gated(fn, unravel(x), flow.data, gates)
+
+    x, steps, ok = _root(
+        lambda x: run(x)[0], lambda x: run(x)[1][held], x0, held.size, rtol, max_steps
+    )
+    return eqx.combine(unravel(x), static), steps, ok
+
+
+def _polish_gated(flow, model, rtol, max_steps) -> Polished:
+    """`polish` for a network whose kinks `_sliding` follows: Newton on the loss with
+    the activation pattern fixed, the pre-activations on a kink held there."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    fn = lambda p, data: flow.loss(eqx.combine(p, static), data)  # noqa: E731
+    shapes = _gates.sizes(fn, params, flow.data)
+
+    def pattern(model):
+        p = eqx.filter(model, eqx.is_inexact_array)
+        _, z = _gates.gated(fn, p, flow.data, None)
+        on = jnp.abs(z) <= KINK_TOL * _gates.site_scales(z, shapes)
+        return np.asarray((z > 0) & ~on), np.asarray(on)
+
+    active, on = pattern(model)
+    # A pair near its kink that Newton carries across is held on it instead, and
+    # Newton runs again (at the end of a flow whose rates vanish, pairs sit within
+    # the flow's accuracy of a kink without being on it).
+    for _ in range(4):
+        gates = jnp.asarray(active, float)
+        held = jnp.asarray(np.flatnonzero(on))
+        polished, steps, converged = _newton_gated(
+            flow, model, gates, held, rtol, max_steps
         )
-        x = sol.value[0]
-    else:
-        sol = optx.root_find(gradient, solver, x0, max_steps=max_steps, throw=False)
-        x = sol.value
-    x = jnp.where(jnp.all(jnp.isfinite(x)), x, x0)
-    return x, sol.stats["num_steps"], sol.result == optx.RESULTS.successful
+        after, _ = pattern(polished)
+        flipped = (after != active) & ~on
+        kept = not flipped.any()
+        if kept:
+            break
+        on, active = on | flipped, active & ~flipped
+    return _record(flow, model, polished, int(steps), bool(converged), kept)
 
 
 def _newton(flow, model, active, pair_points, pair_neurons, rtol, max_steps):
@@ -211,6 +274,8 @@ def polish(
         raise ValueError(f"polish: `rtol` must be in (0, 1), got {rtol!r}.")
     model = on_device(model)
     alive, keep, active = living_neurons(flow, model)
+    if alive is None and supports_sliding(flow, model):
+        return _polish_gated(flow, model, rtol, max_steps)
     if alive is None:  # no kinks: Newton on all the parameters
         none = np.zeros(0, int)
         x, steps, converged = _newton(flow, model, None, none, none, rtol, max_steps)

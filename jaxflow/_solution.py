@@ -16,6 +16,11 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "A neuron reached the kinks of more data points at once than the minimum-norm "
         "treatment holds (jaxflow._kinks.MAX_KINKS); solve with kinks='plain'."
     )
+    sliding_unresolved = (
+        "Pre-activations sliding along their kinks have no equivalent control in the "
+        "box [0, 1] (jaxflow._sliding): the sliding flow is not defined there; solve "
+        "with kinks='plain' to see what it does."
+    )
     nonfinite_gradient = (
         "The loss or its gradient is inf or nan at the final state: the trajectory left "
         "the domain where the loss is finite (overflow? try a smaller t1 or float64)."
@@ -29,6 +34,7 @@ _NAMES = (
     "nonfinite",
     "nonfinite_gradient",
     "kink_overflow",
+    "sliding_unresolved",
     "event_occurred",
     "max_steps_rejected",
     "internal_error",

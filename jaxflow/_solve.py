@@ -48,7 +48,7 @@ def solve(
     metrics: dict[str, MetricFn] | None = None,
     save_models: bool = True,
     throw: bool = False,
-    kinks: Literal["auto", "min-norm", "plain"] = "auto",
+    kinks: Literal["auto", "min-norm", "general", "plain"] = "auto",
     events: dict[str, AbstractEvent] | None = None,
 ) -> Solution:
     r"""Integrate the gradient flow $\dot\theta = -\nabla L(\theta)$ from `model` at
@@ -88,8 +88,14 @@ def solve(
             the dense output and the step restarted there; pairs that slide stay on
             their surface exactly. Records `num_sliding` and `num_crossings` among the
             metrics and `num_kink_events`, `num_crossings`, `num_slides`, `num_exits`,
-            `num_restarts` in `stats`. Needs a `jaxflow.models.TwoLayerReLU`, a
-            built-in loss and a `Dataset`.
+            `num_restarts` in `stats`. For a `jaxflow.models.TwoLayerReLU` with a
+            built-in loss on a `Dataset`, the two-layer rule (`_kinks`); for any other
+            network whose loss calls `jax.nn.relu` or `jax.nn.leaky_relu` (an `MLP`,
+            `eqx.nn.MLP(..., activation=jax.nn.relu)`, a module of your own), the
+            equivalent control of Filippov sliding through every layer (`_sliding`),
+            which on a two-layer net is the same flow.
+        - `"general"`: the second mechanism even for a `TwoLayerReLU` (to cross-check
+            the two).
         - `"plain"`: integrate $-\nabla L$ with $\sigma'(0) = 0$ as it is, step by
             step as `diffrax.diffeqsolve` would; kinks cost rejected steps and sliding
             chatters.

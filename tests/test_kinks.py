@@ -104,7 +104,7 @@ def test_auto_picks_min_norm_for_relu_nets_only():
     linear = jf.GradientFlow(jf.losses.square, flow.data)
     sol = jf.solve(linear, jf.models.Linear(3, key=jax.random.key(0)), t1=0.1)
     assert "num_kink_events" not in sol.stats
-    with pytest.raises(ValueError, match="kinks='min-norm' needs a jaxflow.models"):
+    with pytest.raises(ValueError, match="kinks='min-norm' needs a loss whose ReLUs"):
         jf.solve(
             linear, jf.models.Linear(3, key=jax.random.key(0)), t1=0.1, kinks="min-norm"
         )

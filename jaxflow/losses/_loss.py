@@ -8,14 +8,20 @@ from jaxtyping import Array, Float
 
 from .._dataset import Dataset
 from .._errors import check, describe, is_traced
+from .._predict import predict
 
 
 class AbstractLoss(eqx.Module):
     r"""A loss $L(\theta) = \operatorname{reduce}_i \ell(f_\theta(x_i), y_i)$ on a data set.
 
     Subclasses define the per-sample loss `pointwise` and whether labels must be
-    $\pm 1$. Calling the loss evaluates `model(data.X)` (the model must accept a data
-    matrix of shape `(n, d)` and return shape `(n,)`) and reduces over samples.
+    $\pm 1$. Calling the loss evaluates the model on the rows of `data.X` and reduces
+    over samples. The model may act on one sample, `(d,) -> ()` or `(1,)` (e.g.
+    `equinox.nn.MLP(d, "scalar", ...)`; jaxflow `jax.vmap`s it over the rows), or on
+    the data matrix, `(n, d) -> (n,)` or `(n, 1)`, as jaxflow's own models do. The
+    convention is found from output shapes at trace time, the data matrix first; a
+    model that fits neither (several outputs, say) raises a `ValueError` naming the
+    shapes tried.
 
     **Fields:**
 
@@ -47,7 +53,7 @@ class AbstractLoss(eqx.Module):
         return jnp.mean(values) if self.reduction == "mean" else jnp.sum(values)
 
     def __call__(self, model, data: Dataset) -> Float[Array, ""]:
-        return self.of_predictions(model(data.X), data.y)
+        return self.of_predictions(predict(model, data.X), data.y)
 
     def check_labels(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
         """Return `y`, raising if this loss needs labels in $\\{+1,-1\\}$ and they

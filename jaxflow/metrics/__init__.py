@@ -14,6 +14,7 @@ from ._metrics import (
     frac_minus as frac_minus,
     frac_plus as frac_plus,
     grad_norm as grad_norm,
+    layer_stable_ranks as layer_stable_ranks,
     loss as loss,
     magnitude as magnitude,
     neuron_norms as neuron_norms,

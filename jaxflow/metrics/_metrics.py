@@ -14,7 +14,7 @@ from jaxtyping import Array, Float
 from .._dataset import Dataset
 from .._neurons import polar
 from .._relu import cones
-from ..models import NeuronChain, TwoLayerReLU
+from ..models import MLP, NeuronChain, TwoLayerReLU
 
 
 def loss(model, flow) -> Float[Array, ""]:
@@ -26,7 +26,9 @@ def grad_norm(model, flow) -> Float[Array, ""]:
     """$\\|\\nabla_\\theta L\\|_2$ over all parameters; at ReLU kinks, of the
     least-norm element of the subdifferential (`GradientFlow.min_norm_gradient`), the
     speed of the flow."""
-    leaves = jax.tree.leaves(flow.min_norm_gradient(model))
+    leaves = jax.tree.leaves(
+        eqx.filter(flow.min_norm_gradient(model), eqx.is_inexact_array)
+    )
     return jnp.sqrt(sum(jnp.sum(g**2) for g in leaves))
 
 
@@ -37,10 +39,24 @@ def neuron_norms(model: TwoLayerReLU, flow) -> Float[Array, " width"]:
     return jnp.sqrt(sq if model.b is None else sq + model.b**2)
 
 
-class ConservedDrift(eqx.Module):
-    r"""Relative drift of the conserved quantities $c_j = v_j^2 - \|w_j\|^2 - b_j^2$:
+def _balance(model: TwoLayerReLU | MLP):
+    """Per hidden neuron: squared norms of its incoming weights (and bias) and of its
+    outgoing weights."""
+    if isinstance(model, MLP):
+        return model.balance()
+    incoming = jnp.sum(model.W**2, axis=1)
+    if model.b is not None:
+        incoming = incoming + model.b**2
+    return incoming, model.v**2
 
-    $$\max_j |c_j(t) - c_j(0)| \,/\, \max_j \big(v_j^2 + \|w_j\|^2 + b_j^2\big)(t).$$
+
+class ConservedDrift(eqx.Module):
+    r"""Relative drift of the conserved quantities, one per hidden neuron: for a
+    `TwoLayerReLU` $c_j = v_j^2 - \|w_j\|^2 - b_j^2$, for an `MLP`
+    $\|(w_j, b_j)\|^2 - \|\text{outgoing}_j\|^2$:
+
+    $$\max_j |c_j(t) - c_j(0)| \,/\, \max_j \big(\|\text{in}_j\|^2 +
+    \|\text{out}_j\|^2\big)(t).$$
 
     Exactly zero for the true flow; its size is the integration error in the units of
     the largest neuron (the error of a difference of squares computed to relative
@@ -51,17 +67,29 @@ class ConservedDrift(eqx.Module):
     - `initial`: the model at $t_0$.
     """
 
-    c0: Float[Array, " width"]
+    c0: Float[Array, " neurons"]
 
-    def __init__(self, initial: TwoLayerReLU):
+    def __init__(self, initial: TwoLayerReLU | MLP):
         self.c0 = initial.conserved()
 
-    def __call__(self, model: TwoLayerReLU, flow) -> Float[Array, ""]:
+    def __call__(self, model: TwoLayerReLU | MLP, flow) -> Float[Array, ""]:
         del flow
-        size = model.v**2 + jnp.sum(model.W**2, axis=1)
-        if model.b is not None:
-            size = size + model.b**2
-        return jnp.max(jnp.abs(model.conserved() - self.c0)) / jnp.max(size)
+        incoming, outgoing = _balance(model)
+        return jnp.max(jnp.abs(model.conserved() - self.c0)) / jnp.max(
+            incoming + outgoing
+        )
+
+
+def layer_stable_ranks(model: MLP, flow) -> Float[Array, " layers"]:
+    r"""$\|W_l\|_F^2 / \|W_l\|_2^2$ for each hidden layer's weight matrix of an
+    `MLP`."""
+    del flow
+    return jnp.stack(
+        [
+            jnp.sum(W**2) / jnp.linalg.svd(W, compute_uv=False)[0] ** 2
+            for W in model.weights
+        ]
+    )
 
 
 def _cos(W: Float[Array, "width d"], x: Float[Array, " d"]) -> Float[Array, " width"]:
@@ -160,11 +188,17 @@ def default_metrics(model, flow) -> dict:
     any model; for a `TwoLayerReLU` also `neuron_norms`, `conserved_drift` (relative to
     `model`, the initial point), `cos_plus`, `cos_minus`, `align_plus`, `align_minus`,
     and, when `flow.data` is a `Dataset`, `frac_plus`, `frac_minus`, `frac_dead`, and
-    `stable_rank`, `spectral_norm_sq`.
+    `stable_rank`, `spectral_norm_sq`; for an `MLP`, `conserved_drift` and
+    `layer_stable_ranks`.
 
     Extend them with `default_metrics(net, flow) | {"mine": my_metric}`.
     """
     metrics = {"loss": loss, "grad_norm": grad_norm}
+    if isinstance(model, MLP):
+        metrics |= {
+            "conserved_drift": ConservedDrift(model),
+            "layer_stable_ranks": layer_stable_ranks,
+        }
     if isinstance(model, TwoLayerReLU):
         metrics |= {
             "neuron_norms": neuron_norms,

@@ -1,0 +1,361 @@
+r"""Filippov sliding through the ReLU kinks of any network (`kinks="min-norm"` for a
+model that is not a `TwoLayerReLU`).
+
+The kinks are the sites of `_gates`: every pre-activation $z_k(\theta)$ fed to
+`jax.nn.relu` or `jax.nn.leaky_relu` in the loss. A piece (`Pattern`) fixes each one's
+gate: 1 (active), 0 (inactive), or, for the pairs on a kink, a generalized derivative
+$s_k \in [0, 1]$. Within a piece the field is
+
+$$\dot\theta = -\nabla_\theta L(\theta;\, g(s)),$$
+
+smooth in $\theta$. On the sliding set $K$ the $s$ are the **equivalent control**: the
+solution in the box of
+
+$$F_k(s) = \dot z_k = \nabla_\theta z_k(\theta; s) \cdot \big(-\nabla_\theta
+L(\theta; s)\big) = 0, \qquad k \in K,$$
+
+so that the velocity is tangent to every sliding surface (Filippov). $F$ is affine in
+each $s_k$ (multilinear when kinks of one sample sit in several layers), and is solved
+by Newton's method with box constraints: a coordinate that would leave $[0, 1]$ is held
+at its bound, where the pair leaves its kink to that bound's side, and a held
+coordinate whose rate points back into the box is freed again. A pair held at a bound
+whose $\dot z_k$ points the other way has no solution in the box: the solve stops with
+status `sliding_unresolved`. For a `TwoLayerReLU` the equivalent control is the
+minimum-norm element of the Clarke subdifferential (`_min_norm`), which `kinks=
+"min-norm"` uses there: it is faster (`benchmarks/kinks.py --deep`).
+
+Every crossing is located on the step's dense output (Illinois root finding on the
+pre-activations) and the step is cut there; at the crossing the pair's $s$ decides
+whether it slides (interior) or passes (a bound). Sliding pairs are put back on their
+surface after every step (one Gauss-Newton projection along $\nabla z_K$, which keeps
+the conserved quantities of a homogeneous network to second order): unlike a
+two-layer net's, a deep net's $z_k$ is not linear in $\theta$, so Runge-Kutta steps
+do not keep it at zero by themselves.
+"""
+
+from typing import ClassVar
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from . import _gates
+from ._pieces import AbstractPieces, Cut, Start
+from ._relu import KINK_TOL
+from ._roots import first_root, when
+
+
+# Most pre-activations on a kink at once (more end the solve with `kink_overflow`).
+MAX_SLIDING = 64
+_FREE, _LOWER, _UPPER = 0, 1, 2
+# Newton iterations per field evaluation (warm-started from the piece's `s`), and at a
+# switch (where the bounds are re-decided).
+_FIELD_ITERS = 2
+_SWITCH_ITERS = 12
+# A residual |dz/dt| above this share of |dF_k/ds_k| (s off by more than this)
+# leaves the control unresolved; below it, the projection keeps the pair on its kink.
+_RESIDUAL = 1e-3
+
+
+class Pattern(eqx.Module):
+    """The discrete state of a piece, over the flat pre-activations (`_gates`)."""
+
+    active: Bool[Array, " k"]  # gate 1 (pairs on a kink: False)
+    slots: Int[Array, " m"]  # the pre-activations on a kink, -1 for an empty slot
+    s: Float[Array, " m"]  # their generalized derivatives (Newton's start)
+    bound: Int[Array, " m"]  # _FREE, or held at _LOWER (0) / _UPPER (1)
+
+    def valid(self):
+        return self.slots >= 0
+
+    def on_kink(self) -> Bool[Array, " k"]:
+        k = self.active.shape[0]
+        return (
+            jnp.zeros(k, bool)
+            .at[jnp.where(self.valid(), self.slots, k)]
+            .set(True, mode="drop")
+        )
+
+    def gates(self, s=None) -> Float[Array, " k"]:
+        s = self.s if s is None else s
+        k = self.active.shape[0]
+        base = self.active.astype(s.dtype)
+        return base.at[jnp.where(self.valid(), self.slots, k)].set(s, mode="drop")
+
+
+def _slots(on: Bool[Array, " k"]) -> tuple[Int[Array, " m"], Bool[Array, ""]]:
+    (index,) = jnp.nonzero(on, size=MAX_SLIDING, fill_value=-1)
+    return index.astype(jnp.int32), jnp.sum(on) > MAX_SLIDING
+
+
+def supports(flow, model) -> bool:
+    """Whether the loss of `model` has ReLU sites the gates reach (`_gates`)."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    try:
+        shapes = _gates.sizes(_loss_fn(flow, static), params, flow.data)
+    except _gates.Unsupported:
+        return False
+    return _gates.count(shapes) > 0
+
+
+def _loss_fn(flow, static):
+    return lambda p, data: flow.loss(eqx.combine(p, static), data)
+
+
+class Sliding(AbstractPieces):
+    """Pieces of fixed gates, switched at located crossings, with Filippov sliding by
+    the equivalent control (module docstring)."""
+
+    flow: eqx.Module
+    static: PyTree
+    shapes: tuple = eqx.field(static=True)
+    counts: ClassVar[tuple[str, ...]] = (
+        "num_restarts",
+        "num_kink_events",
+        "num_crossings",
+        "num_slides",
+        "num_exits",
+        "num_corrections",
+    )
+
+    def __init__(self, flow, params, static):
+        self.flow = flow
+        self.static = static
+        self.shapes = _gates.sizes(_loss_fn(flow, static), params, flow.data)
+
+    # -- the network with gates ------------------------------------------------------
+
+    def _run(self, y, gates):
+        return _gates.gated(_loss_fn(self.flow, self.static), y, self.flow.data, gates)
+
+    def _scale(self, z):
+        return KINK_TOL * _gates.site_scales(z, self.shapes)
+
+    def _rates(self, y, pattern: Pattern, s):
+        """The field $-\\nabla L$ and $\\dot z$ at the slots, with gates `s` there."""
+        gates = pattern.gates(s)
+        index = jnp.where(pattern.valid(), pattern.slots, 0)
+        grad = jax.grad(lambda p: self._run(p, gates)[0])(y)
+        velocity = jax.tree.map(jnp.negative, grad)
+        _, zdot = jax.jvp(lambda p: self._run(p, gates)[1][index], (y,), (velocity,))
+        return velocity, jnp.where(pattern.valid(), zdot, 0.0)
+
+    def _newton(self, y, pattern: Pattern, iters: int, redecide: bool):
+        """The equivalent control: `(s, bound, residual_ok)` (module docstring)."""
+        valid = pattern.valid()
+        s, bound = pattern.s, jnp.where(valid, pattern.bound, _FREE)
+        s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
+
+        def rates(s):
+            return self._rates(y, pattern, s)[1]
+
+        m = s.shape[0]
+        eye = jnp.eye(m, dtype=s.dtype)
+        for _ in range(iters):
+            f, J = rates(s), jax.jacfwd(rates)(s)
+            if redecide:
+                # Semismooth Newton on the box: s + dz/dt over |its own slope|
+                # (Jacobi scaling) is, where the surface attracts, the pair's 1-D
+                # Newton root, and elsewhere moves s the way the pair is pushed;
+                # where it leaves the box the pair is held at that bound (leaving
+                # its kink to that side), else it is free (sliding).
+                slope = jnp.abs(jnp.diagonal(J)) + jnp.finfo(s.dtype).tiny
+                trial = s + f / slope
+                bound = jnp.where(
+                    trial <= 0, _LOWER, jnp.where(trial >= 1, _UPPER, _FREE)
+                )
+                held = jnp.where(bound == _LOWER, 0.0, 1.0)
+                moved = jnp.where(valid & (bound != _FREE), held, s)
+                f, s = f + J @ (moved - s), moved
+            free = valid & (bound == _FREE)
+            A = jnp.where(free[:, None] & free[None, :], J, 0.0)
+            # Least squares with a whisper of regularisation: a pair whose rate does
+            # not depend on its s (a zero residual) keeps its s.
+            size = jnp.max(jnp.abs(A)) + jnp.finfo(s.dtype).tiny
+            AtA = A.T @ A + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
+            step = jnp.linalg.solve(AtA, -(A.T @ jnp.where(free, f, 0.0)))
+            s = jnp.clip(jnp.where(free, s + step, s), 0.0, 1.0)
+        f, J = rates(s), jax.jacfwd(rates)(s)
+        tol = _RESIDUAL * jnp.maximum(jnp.abs(jnp.diagonal(J)), 1e-300)
+        bad = jnp.where(
+            bound == _FREE,
+            jnp.abs(f) > tol,
+            jnp.where(bound == _LOWER, f > tol, f < -tol),
+        )
+        return s, bound.astype(pattern.bound.dtype), ~jnp.any(valid & bad)
+
+    def _field(self, y, pattern: Pattern):
+        s = when(
+            jnp.any(pattern.valid()),
+            lambda: self._newton(y, pattern, _FIELD_ITERS, False)[0],
+            pattern.s,
+        )
+        grad = jax.grad(lambda p: self._run(p, pattern.gates(s))[0])(y)
+        return jax.tree.map(jnp.negative, grad)
+
+    def term(self) -> dfx.ODETerm:
+        return dfx.ODETerm(lambda t, y, pattern: self._field(y, pattern))
+
+    # -- switching -------------------------------------------------------------------
+
+    def _project(self, y, pattern: Pattern, hold: Bool[Array, " m"]):
+        """`y` moved (one Gauss-Newton step along $\\nabla z$) so that the slots
+        `hold` have $z = 0$."""
+        gates = pattern.gates()
+        index = jnp.where(hold, pattern.slots, 0)
+        flat, unravel = ravel_pytree(y)
+
+        def z(x):
+            return jnp.where(hold, self._run(unravel(x), gates)[1][index], 0.0)
+
+        J = jax.jacrev(z)(flat)
+        JJ = J @ J.T
+        size = jnp.max(jnp.abs(jnp.diagonal(JJ))) + jnp.finfo(flat.dtype).tiny
+        JJ = JJ + jnp.diag(jnp.where(hold, 1e-24 * size, 1.0))
+        return unravel(flat - J.T @ jnp.linalg.solve(JJ, z(flat)))
+
+    def _settle(self, y, pattern: Pattern, new, came_active, keep):
+        """With the pairs `new` (on their kink; `came_active`: the side they came
+        from, or None at the start) added to the slots: the control decides which
+        slide, pairs at a bound whose |z| has left the release band (or new ones sent
+        on across) leave, and the sliding ones are put back on their surface."""
+        k = pattern.active.shape[0]
+        on = pattern.on_kink() | new
+        s_full = full_of(pattern.s, pattern.slots, k, 0.5)
+        bound_full = full_of(pattern.bound, pattern.slots, k, _FREE)
+        s_full = jnp.where(new, 0.5, s_full)
+        bound_full = jnp.where(new, _FREE, bound_full)
+        slots, overflow = _slots(on)
+        index = jnp.where(slots >= 0, slots, 0)
+        trial = Pattern(pattern.active & ~on, slots, s_full[index], bound_full[index])
+        s, bound, ok = when(
+            jnp.any(trial.valid()),
+            lambda: self._newton(y, trial, _SWITCH_ITERS, True),
+            (trial.s, trial.bound, jnp.array(True)),
+        )
+        valid = trial.valid()
+        _, z = self._run(y, trial.gates(s))
+        band = self._scale(z)
+        zk, bk = z[index], band[index]
+        upper = bound == _UPPER
+        held = valid & (bound != _FREE)
+        left = held & (jnp.abs(zk) > bk) & ((zk > 0) == upper)
+        is_new = valid & new[index]
+        if came_active is None:  # at the start: a pair at a bound leaves at once
+            across = is_new & held
+        else:  # a new pair at the bound of the side it came from slides (tangency)
+            across = is_new & held & (upper != came_active[index])
+        leave = left | across
+        gone = jnp.zeros(k, bool).at[jnp.where(leave, slots, k)].set(True, mode="drop")
+        up = (
+            jnp.zeros(k, bool)
+            .at[jnp.where(leave & upper, slots, k)]
+            .set(True, mode="drop")
+        )
+        slots2, _ = _slots(on & ~gone)
+        # Carry s and the bounds over to the remaining slots.
+        s_full = full_of(s, slots, k, 0.5)
+        bound_full = full_of(bound, slots, k, _FREE)
+        index2 = jnp.where(slots2 >= 0, slots2, 0)
+        settled = Pattern(trial.active | up, slots2, s_full[index2], bound_full[index2])
+        hold = settled.valid() & (settled.bound == _FREE)
+        y = when(keep & jnp.any(hold), lambda: self._project(y, settled, hold), y)
+        slides = jnp.sum(is_new & ~across)
+        return y, settled, overflow, ~ok, jnp.sum(across), slides, jnp.sum(left)
+
+    def init(self, y) -> Start:
+        empty = Pattern(
+            jnp.zeros(0, bool),
+            jnp.full(MAX_SLIDING, -1, jnp.int32),
+            jnp.full(MAX_SLIDING, 0.5),
+            jnp.zeros(MAX_SLIDING, jnp.int32),
+        )
+        _, z = self._run(y, None)
+        on = jnp.abs(z) <= self._scale(z)
+        pattern = eqx.tree_at(lambda p: p.active, empty, (z > 0) & ~on)
+        pattern = eqx.tree_at(lambda p: p.s, pattern, pattern.s.astype(z.dtype))
+        y, pattern, overflow, unresolved, crossings, slides, _ = self._settle(
+            y, pattern, on, None, jnp.array(True)
+        )
+        counts = {name: jnp.array(0) for name in self.counts}
+        counts["num_crossings"], counts["num_slides"] = crossings, slides
+        return Start(y, pattern, counts, overflow, jnp.array(False), unresolved)
+
+    def _signed(self, y, pattern: Pattern):
+        """Pre-activations signed positive on the piece's side, over their scale."""
+        _, z = self._run(y, pattern.gates())
+        return jnp.where(pattern.active, z, -z), self._scale(z)
+
+    def cut(self, t0, t1, y0, y1, y_error, pattern: Pattern, interp) -> Cut:
+        del y0, y_error
+        signed, band = self._signed(y1, pattern)
+        crossed = ~pattern.on_kink() & (signed < -band)
+        event = jnp.any(crossed)
+        scale = band / KINK_TOL
+
+        def everyone(t):
+            e, _ = self._signed(interp.evaluate(t), pattern)
+            return jnp.min(jnp.where(crossed, e / scale, jnp.inf))
+
+        t_cut = when(
+            event,
+            lambda: first_root(everyone, t0, t1, everyone(t0), everyone(t1), True),
+            t1,
+        )
+        return Cut(event, t_cut, crossed, None, jnp.array(False))
+
+    def switch(self, y, pattern: Pattern, cut: Cut, keep) -> Start:
+        signed, band = self._signed(y, pattern)
+        on = pattern.on_kink()
+        new = cut.crossed & (signed <= band) & cut.event
+        flip = ~on & ~new & (signed < -band) & keep
+        came_active = pattern.active
+        pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flip)
+        y, pattern, overflow, unresolved, crossings, slides, exits = self._settle(
+            y, pattern, new, came_active, keep
+        )
+        counts = {
+            "num_kink_events": jnp.where(cut.event, 1, 0),
+            "num_crossings": crossings + jnp.sum(flip),
+            "num_slides": slides,
+            "num_exits": jnp.where(keep, exits, 0),
+            "num_corrections": jnp.array(0),
+        }
+        jump = jnp.any(flip) | jnp.any(new) | (exits > 0)
+        return Start(y, pattern, counts, overflow, jump, unresolved & keep)
+
+    def diagnostics(self, pattern: Pattern, counts) -> dict:
+        return {
+            "num_sliding": jnp.sum(pattern.valid()),
+            "num_crossings": counts["num_crossings"],
+        }
+
+
+def full_of(values, slots, k, fill):
+    """Per-slot `values` scattered to the `k` pre-activations, `fill` elsewhere."""
+    return (
+        jnp.full(k, fill, values.dtype)
+        .at[jnp.where(slots >= 0, slots, k)]
+        .set(values, mode="drop")
+    )
+
+
+def min_norm_velocity(flow, model, tol: float = KINK_TOL):
+    """Minus the velocity of the sliding flow at `model` (pairs with $|z_k| \\le$ `tol`
+    times their scale on their kink): the generalization of the minimum-norm gradient."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    pieces = Sliding(flow, params, static)
+    _, z = pieces._run(params, None)
+    on = jnp.abs(z) <= tol / KINK_TOL * pieces._scale(z)
+    m = MAX_SLIDING
+    slots, _ = _slots(on)
+    pattern = Pattern(
+        (z > 0) & ~on, slots, jnp.full(m, 0.5, z.dtype), jnp.zeros(m, jnp.int32)
+    )
+    s, bound, _ = pieces._newton(params, pattern, _SWITCH_ITERS, True)
+    pattern = eqx.tree_at(lambda p: (p.s, p.bound), pattern, (s, bound))
+    grad = jax.grad(lambda p: pieces._run(p, pattern.gates())[0])(params)
+    return eqx.combine(grad, static)
