@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import DropVar, Literal, jaxpr_as_fun, jaxprs_in_params
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Bool, Float, PyTree
+
+from ._relu import KINK_TOL, on_kink
 
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint")
@@ -167,6 +169,12 @@ def site_scales(z: Float[Array, " k"], shapes) -> Float[Array, " k"]:
         return jnp.ones_like(z)
     scale = jnp.concatenate(parts)
     return jnp.where(scale > 0, scale, 1.0)
+
+
+def kinked(z: Float[Array, " k"], shapes, tol: float = KINK_TOL) -> Bool[Array, " k"]:
+    """Which pre-activations are on their kink: $|z| \\le$ `tol` times their site's
+    scale (`site_scales`)."""
+    return on_kink(z, site_scales(z, shapes), tol)
 
 
 def count(shapes) -> int:

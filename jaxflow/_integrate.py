@@ -163,13 +163,12 @@ class Integrator(eqx.Module):
             RESULTS.where(finite(y), RESULTS.successful, RESULTS.nonfinite),
             RESULTS.where(start.overflow, RESULTS.kink_overflow, RESULTS.successful),
         )
-        if start.unresolved is not None:
-            result = update_result(
-                result,
-                RESULTS.where(
-                    start.unresolved, RESULTS.sliding_unresolved, RESULTS.successful
-                ),
-            )
+        result = update_result(
+            result,
+            RESULTS.where(
+                start.unresolved, RESULTS.sliding_unresolved, RESULTS.successful
+            ),
+        )
         error_order = self.solver.error_order(term)
         tnext, controller_state = self.controller.init(
             term, self.t0, self.t1, y, self.dt0, aux, self.solver.func, error_order
@@ -319,13 +318,7 @@ class Integrator(eqx.Module):
             [
                 RESULTS.where(keep & ~finite(y_end), RESULTS.nonfinite, ok),
                 RESULTS.where(switched.overflow, RESULTS.kink_overflow, ok),
-                RESULTS.where(
-                    switched.unresolved
-                    if switched.unresolved is not None
-                    else jnp.array(False),
-                    RESULTS.sliding_unresolved,
-                    ok,
-                ),
+                RESULTS.where(switched.unresolved, RESULTS.sliding_unresolved, ok),
                 RESULTS.where(keep, RESULTS.promote(solver_result), ok),
                 RESULTS.promote(controller_result),
             ],

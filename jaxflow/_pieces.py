@@ -26,7 +26,7 @@ class Start(eqx.Module):
     overflow: Bool[Array, ""]  # the piece does not fit its fixed-size storage
     jump: Bool[Array, ""]  # the field changed (or `y` moved): restart the solver
     # The piece's field is not defined: e.g. no equivalent control in the box.
-    unresolved: Bool[Array, ""] | None = None
+    unresolved: Bool[Array, ""] | bool = False
 
 
 class Cut(eqx.Module):

@@ -21,7 +21,6 @@ from . import _gates
 from ._flow import GradientFlow
 from ._kinks import supports
 from ._relu import (
-    KINK_TOL,
     activation_pattern,
     augment,
     kink_scale,
@@ -186,7 +185,7 @@ def _polish_gated(flow, model, rtol, max_steps) -> Polished:
     def pattern(model):
         p = eqx.filter(model, eqx.is_inexact_array)
         _, z = _gates.gated(fn, p, flow.data, None)
-        on = jnp.abs(z) <= KINK_TOL * _gates.site_scales(z, shapes)
+        on = _gates.kinked(z, shapes)
         return np.asarray((z > 0) & ~on), np.asarray(on)
 
     active, on = pattern(model)

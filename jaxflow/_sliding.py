@@ -60,6 +60,15 @@ _SWITCH_ITERS = 12
 _RESIDUAL = 1e-3
 
 
+def full_of(values, slots, k, fill):
+    """Per-slot `values` scattered to the `k` pre-activations, `fill` elsewhere."""
+    return (
+        jnp.full(k, fill, values.dtype)
+        .at[jnp.where(slots >= 0, slots, k)]
+        .set(values, mode="drop")
+    )
+
+
 class Pattern(eqx.Module):
     """The discrete state of a piece, over the flat pre-activations (`_gates`)."""
 
@@ -72,18 +81,14 @@ class Pattern(eqx.Module):
         return self.slots >= 0
 
     def on_kink(self) -> Bool[Array, " k"]:
-        k = self.active.shape[0]
-        return (
-            jnp.zeros(k, bool)
-            .at[jnp.where(self.valid(), self.slots, k)]
-            .set(True, mode="drop")
-        )
+        return full_of(self.valid(), self.slots, self.active.shape[0], False)
 
     def gates(self, s=None) -> Float[Array, " k"]:
+        """Per pre-activation: 1 active, 0 inactive, `s` (default `self.s`) on a
+        kink."""
         s = self.s if s is None else s
-        k = self.active.shape[0]
-        base = self.active.astype(s.dtype)
-        return base.at[jnp.where(self.valid(), self.slots, k)].set(s, mode="drop")
+        on_kink = full_of(s, self.slots, self.active.shape[0], jnp.nan)
+        return jnp.where(self.on_kink(), on_kink, self.active.astype(s.dtype))
 
 
 def _slots(on: Bool[Array, " k"]) -> tuple[Int[Array, " m"], Bool[Array, ""]]:
@@ -150,12 +155,17 @@ class Sliding(AbstractPieces):
         s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
 
         def rates(s):
-            return self._rates(y, pattern, s)[1]
+            zdot = self._rates(y, pattern, s)[1]
+            return zdot, zdot
+
+        def linearized(s):  # dz/dt at the slots and its Jacobian, in one pass
+            J, f = jax.jacfwd(rates, has_aux=True)(s)
+            return f, J
 
         m = s.shape[0]
         eye = jnp.eye(m, dtype=s.dtype)
         for _ in range(iters):
-            f, J = rates(s), jax.jacfwd(rates)(s)
+            f, J = linearized(s)
             if redecide:
                 # Semismooth Newton on the box: s + dz/dt over |its own slope|
                 # (Jacobi scaling) is, where the surface attracts, the pair's 1-D
@@ -178,14 +188,17 @@ class Sliding(AbstractPieces):
             AtA = A.T @ A + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
             step = jnp.linalg.solve(AtA, -(A.T @ jnp.where(free, f, 0.0)))
             s = jnp.clip(jnp.where(free, s + step, s), 0.0, 1.0)
-        f, J = rates(s), jax.jacfwd(rates)(s)
+        bound = bound.astype(pattern.bound.dtype)
+        if not redecide:  # within a piece: no verdict wanted
+            return s, bound, jnp.array(True)
+        f, J = linearized(s)
         tol = _RESIDUAL * jnp.maximum(jnp.abs(jnp.diagonal(J)), 1e-300)
         bad = jnp.where(
             bound == _FREE,
             jnp.abs(f) > tol,
             jnp.where(bound == _LOWER, f > tol, f < -tol),
         )
-        return s, bound.astype(pattern.bound.dtype), ~jnp.any(valid & bad)
+        return s, bound, ~jnp.any(valid & bad)
 
     def _field(self, y, pattern: Pattern):
         s = when(
@@ -274,7 +287,7 @@ class Sliding(AbstractPieces):
             jnp.zeros(MAX_SLIDING, jnp.int32),
         )
         _, z = self._run(y, None)
-        on = jnp.abs(z) <= self._scale(z)
+        on = _gates.kinked(z, self.shapes)
         pattern = eqx.tree_at(lambda p: p.active, empty, (z > 0) & ~on)
         pattern = eqx.tree_at(lambda p: p.s, pattern, pattern.s.astype(z.dtype))
         y, pattern, overflow, unresolved, crossings, slides, _ = self._settle(
@@ -334,22 +347,13 @@ class Sliding(AbstractPieces):
         }
 
 
-def full_of(values, slots, k, fill):
-    """Per-slot `values` scattered to the `k` pre-activations, `fill` elsewhere."""
-    return (
-        jnp.full(k, fill, values.dtype)
-        .at[jnp.where(slots >= 0, slots, k)]
-        .set(values, mode="drop")
-    )
-
-
 def min_norm_velocity(flow, model, tol: float = KINK_TOL):
     """Minus the velocity of the sliding flow at `model` (pairs with $|z_k| \\le$ `tol`
     times their scale on their kink): the generalization of the minimum-norm gradient."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
     pieces = Sliding(flow, params, static)
     _, z = pieces._run(params, None)
-    on = jnp.abs(z) <= tol / KINK_TOL * pieces._scale(z)
+    on = _gates.kinked(z, pieces.shapes, tol)
     m = MAX_SLIDING
     slots, _ = _slots(on)
     pattern = Pattern(

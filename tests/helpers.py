@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,26 @@ def relative_error(x, y) -> float:
     """||x - y|| / ||y|| over all leaves."""
     a, b = flat(x), flat(y)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def scipy_flow(flow, model, t1):
+    """The flow's end at `t1` by scipy's DOP853 (rtol 1e-12, atol 1e-14) on the
+    flattened parameters: an independent reference."""
+    from scipy.integrate import solve_ivp
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    theta0, unravel = jax.flatten_util.ravel_pytree(params)
+    grad = jax.jit(jax.grad(lambda theta: flow(eqx.combine(unravel(theta), static))))
+    out = solve_ivp(
+        lambda t, theta: -np.asarray(grad(jnp.asarray(theta))),
+        (0.0, t1),
+        np.asarray(theta0),
+        method="DOP853",
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    assert out.success, out.message
+    return eqx.combine(unravel(jnp.asarray(out.y[:, -1])), static)
 
 
 def relu_problem(*, n=20, d=5, width=10, scale=1e-6, seed=0, bias=False, loss=None):

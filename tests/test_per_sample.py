@@ -7,12 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
-from scipy.integrate import solve_ivp
 
 import jaxflow as jf
 from jaxflow._predict import predict
 
-from helpers import relative_error
+from helpers import flat, relative_error, scipy_flow
 
 
 N, D = 12, 4
@@ -138,30 +137,13 @@ def test_multi_output_matrix_model_is_an_error():
         predict(model, X[0])
 
 
-def _reference(flow, model, t1):
-    """The flow's end by scipy's DOP853 on the flattened parameters."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    theta0, unravel = ravel_pytree(params)
-    grad = jax.jit(jax.grad(lambda theta: flow(eqx.combine(unravel(theta), static))))
-    out = solve_ivp(
-        lambda t, theta: -np.asarray(grad(jnp.asarray(theta))),
-        (0.0, t1),
-        np.asarray(theta0),
-        method="DOP853",
-        rtol=1e-12,
-        atol=1e-14,
-    )
-    assert out.success, out.message
-    return out.y[:, -1], unravel
-
-
 def test_logistic_flow_of_a_per_sample_mlp_matches_scipy():
     dkey, mkey = jax.random.split(jax.random.key(6))
     flow = jf.GradientFlow(jf.losses.logistic, jf.datasets.separable(dkey, 40, 5, 0.3))
     model = eqx.nn.MLP(5, "scalar", 8, 2, activation=jnp.tanh, key=mkey)
     sol = jf.solve(flow, model, t1=5.0, rtol=1e-10, kinks="plain")
     assert sol.status_name == "successful"
-    expected, _ = _reference(flow, model, 5.0)
+    expected = flat(eqx.filter(scipy_flow(flow, model, 5.0), eqx.is_inexact_array))
     got = ravel_pytree(eqx.filter(sol.final, eqx.is_inexact_array))[0]
     error = np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected))
     assert error < 1e-7, error
