@@ -164,7 +164,11 @@ class Sliding(AbstractPieces):
 
         m = s.shape[0]
         eye = jnp.eye(m, dtype=s.dtype)
-        for _ in range(iters):
+
+        # One traced iteration, looped (unrolled, the iterations multiplied the
+        # compile time of every solve with a kink site severalfold).
+        def iteration(_, carry):
+            s, bound = carry
             f, J = linearized(s)
             if redecide:
                 # Semismooth Newton on the box: s + dz/dt over |its own slope|
@@ -188,7 +192,10 @@ class Sliding(AbstractPieces):
             AtA = A.T @ A + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
             step = jnp.linalg.solve(AtA, -(A.T @ jnp.where(free, f, 0.0)))
             s = jnp.clip(jnp.where(free, s + step, s), 0.0, 1.0)
+            return s, bound.astype(pattern.bound.dtype)
+
         bound = bound.astype(pattern.bound.dtype)
+        s, bound = jax.lax.fori_loop(0, iters, iteration, (s, bound))
         if not redecide:  # within a piece: no verdict wanted
             return s, bound, jnp.array(True)
         f, J = linearized(s)
