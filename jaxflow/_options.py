@@ -267,7 +267,7 @@ class Options(eqx.Module):
             problem = ReLUProblem(flow, eqx.combine(params, static))
             pieces = MinNorm(problem, rtol, atol)
         elif self.kinks == "general":
-            pieces = Sliding(flow, params, static)
+            pieces = Sliding(flow, params, static, self.t1 - self.t0)
         else:
             pieces = Plain(flow, static)
         return Integrator(

@@ -15,11 +15,14 @@ $$F_k(s) = \dot z_k = \nabla_\theta z_k(\theta; s) \cdot \big(-\nabla_\theta
 L(\theta; s)\big) = 0, \qquad k \in K,$$
 
 so that the velocity is tangent to every sliding surface (Filippov). $F$ is affine in
-each $s_k$ (multilinear when kinks of one sample sit in several layers), and is solved
-by Newton's method with box constraints: a coordinate that would leave $[0, 1]$ is held
-at its bound, where the pair leaves its kink to that bound's side, and a held
-coordinate whose rate points back into the box is freed again. A pair held at a bound
-whose $\dot z_k$ points the other way has no solution in the box: the solve stops with
+each $s_k$ (multilinear when kinks of one sample sit in several layers). With the box
+it is a mixed complementarity problem: a pair held at a bound leaves its kink to that
+bound's side ($s_k = 0$ needs $\dot z_k \le 0$, $s_k = 1$ needs $\dot z_k \ge 0$), a
+free one slides ($\dot z_k = 0$). At a switch it is solved through its
+Fischer-Burmeister equation by a damped Newton method, restarted from fixed
+pseudo-random points where surfaces that repel (a rate growing with its own $s$) trap
+it; within a piece the bounds stay and Newton on the free $s$ is warm-started from the
+piece's. No solution in the box (to `_RESIDUAL` in $s$) stops the solve with
 status `sliding_unresolved`. For a `TwoLayerReLU` the equivalent control is the
 minimum-norm element of the Clarke subdifferential (`_min_norm`), which `kinks=
 "min-norm"` uses there: it is faster (`benchmarks/kinks.py --deep`).
@@ -51,13 +54,24 @@ from ._roots import first_root, when
 # Most pre-activations on a kink at once (more end the solve with `kink_overflow`).
 MAX_SLIDING = 64
 _FREE, _LOWER, _UPPER = 0, 1, 2
-# Newton iterations per field evaluation (warm-started from the piece's `s`), and at a
-# switch (where the bounds are re-decided).
+# Newton iterations per field evaluation (warm-started from the piece's `s`).
 _FIELD_ITERS = 2
-_SWITCH_ITERS = 12
-# A residual |dz/dt| above this share of |dF_k/ds_k| (s off by more than this)
-# leaves the control unresolved; below it, the projection keeps the pair on its kink.
+# At a switch (bounds re-decided): at most this many iterations, to this residual (in
+# units of s: |dz/dt| over |d(dz/dt)/ds|).
+_CONTROL_ITERS = 50
+_CONTROL_TOL = 1e-12
+_CONTROL_ROUNDS = 8
+# A residual above this (s off by more than this) leaves the control unresolved;
+# below it, the projection keeps the pair on its kink.
 _RESIDUAL = 1e-3
+
+
+def _fischer(a, b):
+    """The Fischer-Burmeister function: zero iff a >= 0, b >= 0 and ab = 0 (its
+    derivative at the origin taken as (1, 1), an element of the generalized one)."""
+    q = a**2 + b**2
+    positive = q > 0
+    return a + b - jnp.where(positive, jnp.sqrt(jnp.where(positive, q, 1.0)), 0.0)
 
 
 def full_of(values, slots, k, fill):
@@ -116,6 +130,7 @@ class Sliding(AbstractPieces):
 
     flow: eqx.Module
     static: PyTree
+    horizon: Float[Array, ""]  # t1 - t0: rates too slow to matter over it are solved
     shapes: tuple = eqx.field(static=True)
     counts: ClassVar[tuple[str, ...]] = (
         "num_restarts",
@@ -126,9 +141,10 @@ class Sliding(AbstractPieces):
         "num_corrections",
     )
 
-    def __init__(self, flow, params, static):
+    def __init__(self, flow, params, static, horizon=jnp.inf):
         self.flow = flow
         self.static = static
+        self.horizon = jnp.asarray(horizon)
         self.shapes = _gates.sizes(_loss_fn(flow, static), params, flow.data)
 
     # -- the network with gates ------------------------------------------------------
@@ -148,71 +164,134 @@ class Sliding(AbstractPieces):
         _, zdot = jax.jvp(lambda p: self._run(p, gates)[1][index], (y,), (velocity,))
         return velocity, jnp.where(pattern.valid(), zdot, 0.0)
 
-    def _newton(self, y, pattern: Pattern, iters: int, redecide: bool):
-        """The equivalent control: `(s, bound, residual_ok)` (module docstring)."""
-        valid = pattern.valid()
-        s, bound = pattern.s, jnp.where(valid, pattern.bound, _FREE)
-        s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
+    def _linearized(self, y, pattern: Pattern, s):
+        """$\\dot z$ at the slots and its Jacobian in `s`, in one forward pass."""
 
         def rates(s):
             zdot = self._rates(y, pattern, s)[1]
             return zdot, zdot
 
-        def linearized(s):  # dz/dt at the slots and its Jacobian, in one pass
-            J, f = jax.jacfwd(rates, has_aux=True)(s)
-            return f, J
+        J, f = jax.jacfwd(rates, has_aux=True)(s)
+        return f, J
 
-        m = s.shape[0]
-        eye = jnp.eye(m, dtype=s.dtype)
+    def _free(self, y, pattern: Pattern):
+        """Within a piece: Newton (least squares, warm-started from the piece's `s`)
+        on the free slots, the held ones at their bounds. Only the last iteration's
+        rates are differentiated, with its Jacobian held: the derivative in `y` is
+        the implicit function's, $-J^{+} \\partial_y \\dot z$, at the cost of one
+        extra evaluation of the rates (implicit solvers take the field's Jacobian)."""
+        free = pattern.valid() & (pattern.bound == _FREE)
+        eye = jnp.eye(free.shape[0], dtype=pattern.s.dtype)
+        fixed = jax.lax.stop_gradient(y)
 
-        # One traced iteration, looped (unrolled, the iterations multiplied the
-        # compile time of every solve with a kink site severalfold).
-        def iteration(_, carry):
-            s, bound = carry
-            f, J = linearized(s)
-            if redecide:
-                # Semismooth Newton on the box: s + dz/dt over |its own slope|
-                # (Jacobi scaling) is, where the surface attracts, the pair's 1-D
-                # Newton root, and elsewhere moves s the way the pair is pushed;
-                # where it leaves the box the pair is held at that bound (leaving
-                # its kink to that side), else it is free (sliding).
-                slope = jnp.abs(jnp.diagonal(J)) + jnp.finfo(s.dtype).tiny
-                trial = s + f / slope
-                bound = jnp.where(
-                    trial <= 0, _LOWER, jnp.where(trial >= 1, _UPPER, _FREE)
-                )
-                held = jnp.where(bound == _LOWER, 0.0, 1.0)
-                moved = jnp.where(valid & (bound != _FREE), held, s)
-                f, s = f + J @ (moved - s), moved
-            free = valid & (bound == _FREE)
+        def newton(s, f, J):
             A = jnp.where(free[:, None] & free[None, :], J, 0.0)
-            # Least squares with a whisper of regularisation: a pair whose rate does
-            # not depend on its s (a zero residual) keeps its s.
+            # A whisper of regularisation: a pair whose rate does not depend on its
+            # s (a zero residual) keeps its s.
             size = jnp.max(jnp.abs(A)) + jnp.finfo(s.dtype).tiny
             AtA = A.T @ A + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
             step = jnp.linalg.solve(AtA, -(A.T @ jnp.where(free, f, 0.0)))
-            s = jnp.clip(jnp.where(free, s + step, s), 0.0, 1.0)
-            return s, bound.astype(pattern.bound.dtype)
+            return jnp.clip(jnp.where(free, s + step, s), 0.0, 1.0)
 
-        bound = bound.astype(pattern.bound.dtype)
-        s, bound = jax.lax.fori_loop(0, iters, iteration, (s, bound))
-        if not redecide:  # within a piece: no verdict wanted
-            return s, bound, jnp.array(True)
-        f, J = linearized(s)
-        tol = _RESIDUAL * jnp.maximum(jnp.abs(jnp.diagonal(J)), 1e-300)
-        bad = jnp.where(
-            bound == _FREE,
-            jnp.abs(f) > tol,
-            jnp.where(bound == _LOWER, f > tol, f < -tol),
-        )
-        return s, bound, ~jnp.any(valid & bad)
+        def iteration(_, s):  # one traced iteration, looped (compile time)
+            return newton(s, *self._linearized(fixed, pattern, s))
+
+        s = jax.lax.fori_loop(0, _FIELD_ITERS - 1, iteration, pattern.s)
+        J = self._linearized(fixed, pattern, s)[1]
+        return newton(s, self._rates(y, pattern, s)[1], J)
+
+    def _control(self, y, pattern: Pattern):
+        """At a switch, the equivalent control with its bounds decided: `(s, bound,
+        resolved)`.
+
+        The box problem is a mixed complementarity problem in the rates $G_k =
+        -\\dot z_k / |\\partial \\dot z_k / \\partial s_k|$ (increasing in $s_k$
+        where the surface attracts): $s_k = 0 \\Rightarrow G_k \\ge 0$ (the pair
+        leaves to the inactive side), $s_k = 1 \\Rightarrow G_k \\le 0$, and $G_k = 0$
+        in between. It is solved through its Fischer-Burmeister equation
+        $\\phi(s_k, -\\phi(1 - s_k, -G_k)) = 0$ by Levenberg-Marquardt with an
+        Armijo line search on $\\tfrac12\\|\\phi\\|^2$, from the piece's `s`: globally
+        convergent where the coupled rates are monotone, and quadratic near the root."""
+        valid = pattern.valid()
+        dtype = pattern.s.dtype
+        tiny = jnp.finfo(dtype).tiny
+        eye = jnp.eye(valid.shape[0], dtype=dtype)
+        s0 = jnp.where(valid, pattern.s, 0.5)
+        slope = jnp.abs(jnp.diagonal(self._linearized(y, pattern, s0)[1]))
+        slope = slope + 1e-6 * jnp.max(slope) + tiny
+        _, z = self._run(y, pattern.gates(s0))
+        band = self._scale(z)[jnp.where(valid, pattern.slots, 0)]
+
+        def unresolved(phi, G):
+            # Off by more than _RESIDUAL in s, at a rate that would carry the pair
+            # out of its kink's band within the solve's time span (at a minimum of
+            # zero loss the rates are rounding noise, and any s will do).
+            return valid & (jnp.abs(phi) > _RESIDUAL) & (
+                jnp.abs(G) * slope * self.horizon > band
+            )
+
+        def residual(s):
+            G = -self._rates(y, pattern, s)[1] / slope
+            phi = jnp.where(valid, _fischer(s, -_fischer(1.0 - s, -G)), 0.0)
+            return phi, (phi, G)
+
+        def unsolved(carry):
+            _, phi, it = carry
+            return (it < _CONTROL_ITERS) & (jnp.max(jnp.abs(phi)) > _CONTROL_TOL)
+
+        def iteration(carry):
+            s, _, it = carry
+            Jphi, (phi, _) = jax.jacfwd(residual, has_aux=True)(s)
+            psi = 0.5 * phi @ phi
+            gradient = Jphi.T @ phi
+            damping = phi @ phi + jnp.where(valid, tiny, 1.0)
+            step = jnp.linalg.solve(Jphi.T @ Jphi + damping[:, None] * eye, -gradient)
+            slope_ = gradient @ step  # < 0: a descent direction
+
+            def longer(c):  # Armijo backtracking
+                alpha, phi_new = c
+                return (0.5 * phi_new @ phi_new > psi + 1e-4 * alpha * slope_) & (
+                    alpha > 1e-6
+                )
+
+            def halve(c):
+                alpha = 0.5 * c[0]
+                return alpha, residual(s + alpha * step)[0]
+
+            alpha, phi = jax.lax.while_loop(
+                longer, halve, (jnp.array(1.0, dtype), residual(s + step)[0])
+            )
+            return s + alpha * step, phi, it + 1
+
+        def solve(s):
+            s, _, _ = jax.lax.while_loop(unsolved, iteration, (s, residual(s)[0], 0))
+            return s, *residual(s)[1]
+
+        def stuck(carry):
+            _, phi, G, rounds = carry
+            return (rounds < _CONTROL_ROUNDS) & jnp.any(unresolved(phi, G))
+
+        def restart(carry):
+            # Where surfaces repel (a rate that grows with its s) the problem is not
+            # monotone and the merit has local minima: restart the unsolved pairs
+            # from fixed pseudo-random points of the box (the same for every seed).
+            s, phi, G, rounds = carry
+            key = jax.random.fold_in(jax.random.key(0), rounds)
+            moved = jax.random.uniform(key, s.shape, dtype)
+            s = jnp.where(unresolved(phi, G), moved, s)
+            return *solve(s), rounds + 1
+
+        s, phi, G, _ = jax.lax.while_loop(stuck, restart, (*solve(s0), 0))
+        s = jnp.clip(s, 0.0, 1.0)
+        # Complementarity says which of s_k (or 1 - s_k) and G_k vanishes.
+        bound = jnp.where(
+            valid & (G > s), _LOWER, jnp.where(valid & (-G > 1.0 - s), _UPPER, _FREE)
+        ).astype(pattern.bound.dtype)
+        s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
+        return s, bound, ~jnp.any(unresolved(phi, G))
 
     def _field(self, y, pattern: Pattern):
-        s = when(
-            jnp.any(pattern.valid()),
-            lambda: self._newton(y, pattern, _FIELD_ITERS, False)[0],
-            pattern.s,
-        )
+        s = when(jnp.any(pattern.valid()), lambda: self._free(y, pattern), pattern.s)
         grad = jax.grad(lambda p: self._run(p, pattern.gates(s))[0])(y)
         return jax.tree.map(jnp.negative, grad)
 
@@ -253,7 +332,7 @@ class Sliding(AbstractPieces):
         trial = Pattern(pattern.active & ~on, slots, s_full[index], bound_full[index])
         s, bound, ok = when(
             jnp.any(trial.valid()),
-            lambda: self._newton(y, trial, _SWITCH_ITERS, True),
+            lambda: self._control(y, trial),
             (trial.s, trial.bound, jnp.array(True)),
         )
         valid = trial.valid()
@@ -366,7 +445,7 @@ def min_norm_velocity(flow, model, tol: float = KINK_TOL):
     pattern = Pattern(
         (z > 0) & ~on, slots, jnp.full(m, 0.5, z.dtype), jnp.zeros(m, jnp.int32)
     )
-    s, bound, _ = pieces._newton(params, pattern, _SWITCH_ITERS, True)
+    s, bound, _ = pieces._control(params, pattern)
     pattern = eqx.tree_at(lambda p: (p.s, p.bound), pattern, (s, bound))
     grad = jax.grad(lambda p: pieces._run(p, pattern.gates())[0])(params)
     return eqx.combine(grad, static)
