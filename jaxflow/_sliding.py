@@ -283,9 +283,12 @@ class Sliding(AbstractPieces):
 
         s, phi, G, _ = jax.lax.while_loop(stuck, restart, (*solve(s0), 0))
         s = jnp.clip(s, 0.0, 1.0)
-        # Complementarity says which of s_k (or 1 - s_k) and G_k vanishes.
+        # At a bound (to within the rounding of the solve) a pair is held there: it
+        # leaves to that side, or stays at rest (G = 0, a neuron at rest on a data
+        # point's kink) with that side's gate.
+        edge = jnp.sqrt(_CONTROL_TOL)
         bound = jnp.where(
-            valid & (G > s), _LOWER, jnp.where(valid & (-G > 1.0 - s), _UPPER, _FREE)
+            valid & (s <= edge), _LOWER, jnp.where(valid & (s >= 1 - edge), _UPPER, _FREE)
         ).astype(pattern.bound.dtype)
         s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
         return s, bound, ~jnp.any(unresolved(phi, G))

@@ -73,6 +73,67 @@ def test_sites_are_found_in_equinox_and_custom_models():
         jf.solve(flow, scanned, t1=0.1, kinks="min-norm")
 
 
+def _kinked_mlp(seed):
+    """A 3-layer MLP on 8 random points with six pairs placed on their kinks by their
+    biases (four in the first hidden layer, two in the second), their flat site
+    indices, and the pre-activations written out by hand (not through `_gates`)."""
+    kx, ky, kn = jax.random.split(jax.random.key(seed), 3)
+    X = jax.random.normal(kx, (8, 2))
+    flow = jf.GradientFlow(jf.losses.square, jf.Dataset(X, jax.random.normal(ky, (8,))))
+    net = jf.models.MLP(2, (6, 6), scale=1.0, init="gaussian", key=kn)
+    W1, W2 = net.weights
+    b1 = net.biases[0].at[:4].set(-jnp.sum(W1[:4] * X[:4], axis=1))
+    h1 = jax.nn.relu(X @ W1.T + b1[None, :])
+    b2 = net.biases[1].at[:2].set(-jnp.sum(W2[:2] * h1[4:6], axis=1))
+    net = eqx.tree_at(lambda m: m.biases, net, (b1, b2))
+
+    def pre(net):
+        z1 = X @ net.weights[0].T + net.biases[0][None, :]
+        z2 = jax.nn.relu(z1) @ net.weights[1].T + net.biases[1][None, :]
+        return jnp.concatenate([z1.ravel(), z2.ravel()])
+
+    slots = [7 * j for j in range(4)] + [48 + 4 * 6, 48 + 5 * 6 + 1]
+    return flow, net, pre, slots
+
+
+@pytest.mark.parametrize("seed", [2, 4, 5])
+def test_equivalent_control_is_complementary(seed):
+    """The control at a switch: every free pair's rate vanishes and every pair held
+    at a bound leaves to that bound's side, checked by forward differences of the
+    hand-written pre-activations along the velocity; two or more pairs slide at
+    once (a coupled system)."""
+    flow, net, pre, slots = _kinked_mlp(seed)
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    pieces = _sliding.Sliding(flow, params, static)
+    z = pre(net)
+    m = _sliding.MAX_SLIDING
+    on = jnp.zeros(z.shape[0], bool).at[jnp.array(slots)].set(True)
+    pattern = _sliding.Pattern(
+        (z > 0) & ~on,
+        jnp.full(m, -1, jnp.int32).at[: len(slots)].set(jnp.array(slots, jnp.int32)),
+        jnp.full(m, 0.5),
+        jnp.zeros(m, jnp.int32),
+    )
+    s, bound, resolved = pieces._control(params, pattern)
+    assert bool(resolved)
+    pattern = eqx.tree_at(lambda p: (p.s, p.bound), pattern, (s, bound))
+    grad = jax.grad(lambda p: pieces._run(p, pattern.gates())[0])(params)
+    eps = 1e-7
+    moved = eqx.combine(jax.tree.map(lambda a, g: a - eps * g, params, grad), static)
+    rate = np.asarray((pre(moved) - z)[jnp.array(slots)] / eps)
+    s = np.asarray(s[: len(slots)])
+    tol = 1e-6 * np.abs(rate).max()
+    free = (s > 0) & (s < 1)
+    assert free.sum() >= 2
+    assert np.all(np.abs(rate[free]) < tol)
+    assert np.all(rate[s == 0] < tol) and np.all(rate[s == 1] > -tol)
+    # Not the plain gradient's rates: those push the free pairs off their kinks.
+    plain = eqx.combine(
+        jax.tree.map(lambda a, g: a - eps * g, params, flow.gradient(net)), static
+    )
+    assert np.abs((pre(plain) - z)[jnp.array(slots)][free]).max() / eps > 1e3 * tol
+
+
 @pytest.mark.slow
 def test_general_sliding_equals_the_two_layer_min_norm_rule():
     """At a point where pairs slide, the equivalent control of the general mechanism
