@@ -21,11 +21,14 @@ Prints:
    square loss, rtol 1e-8, t1=1000, max_steps 50,000, per depth (2, 3, 4: hidden
    widths 30) and scale (1, 0.3), seeds: status, time reached, steps, final loss,
    polished min-norm gradient, `jf.classify`'s kind, and whether it ends at the
-   least-squares line (loss 0.175043); plain at the same settings. Then the two-layer
-   specialization against the general mechanism on a `TwoLayerReLU` (wall, error).
+   least-squares line (loss 0.175043); plain at the same settings; then how many seeds
+   end there per depth and scale. Before it (7), the two-layer specialization against
+   the general mechanism on a `TwoLayerReLU` (wall, error). At scale 1 the nets are
+   stiff near their minima: run that scale with `--deep-solver Kvaerno5`.
 
     python benchmarks/kinks.py                 # 1-4 (~15 min on 2 CPU cores)
-    python benchmarks/kinks.py --only-deep --deep-seeds 2 --depths 3 --scales 0.3
+    python benchmarks/kinks.py --only-deep --depths 3 --scales 0.3     # ~20 min
+    python benchmarks/kinks.py --only-deep --depths 3 --scales 1 --deep-solver Kvaerno5 --no-plain
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
     python benchmarks/kinks.py --quick         # 2 seeds, fewer tolerances
 """
@@ -311,6 +314,7 @@ def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True):
           "| slides | loss | polished grad | kind | LS line | wall s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     modes = ("auto", "plain") if plain else ("auto",)
+    ends = {}  # (depth, scale) -> [(status, on the least-squares line, kind)]
     for depth in depths:
         for scale in scales:
             for seed in range(seeds):
@@ -330,6 +334,10 @@ def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True):
                         verdict = jf.classify(flow, sol.final, min_loss=0.0)
                         kind, g = verdict.kind, verdict.polished.grad_norm_after
                     line = abs(loss - 0.175043) < 1e-4
+                    if mode == "auto":
+                        ends.setdefault((depth, scale), []).append(
+                            (str(sol.status), line, kind)
+                        )
                     print(f"| {depth} | {scale:g} | {seed} | {mode} | {sol.status} | "
                           f"{float(sol.t_final):.4g} | "
                           f"{int(sol.stats['num_accepted_steps'])} | "
@@ -337,6 +345,15 @@ def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True):
                           f"{int(sol.stats.get('num_slides', -1))} | {loss:.6g} | "
                           f"{g:.2e} | {kind} | {line} | {wall:.1f} |",
                           flush=True)  # fmt: skip
+    print("\nWhere the seeds end (auto): least-squares line = loss 0.175043 (+-1e-4)")
+    print("| depth | scale | seeds | successful | on the LS line | kinds |")
+    print("|---|---|---|---|---|---|")
+    for (depth, scale), runs in ends.items():
+        kinds = sorted({k for _, _, k in runs if k})
+        print(f"| {depth} | {scale:g} | {len(runs)} | "
+              f"{sum(s == 'successful' for s, _, _ in runs)} | "
+              f"{sum(line for _, line, _ in runs)}/{len(runs)} | "
+              f"{', '.join(f'{k}: {sum(x == k for _, _, x in runs)}' for k in kinds)} |")  # fmt: skip
 
 
 def specialization(T=8.0):

@@ -19,11 +19,12 @@ each $s_k$ (multilinear when kinks of one sample sit in several layers). With th
 it is a mixed complementarity problem: a pair held at a bound leaves its kink to that
 bound's side ($s_k = 0$ needs $\dot z_k \le 0$, $s_k = 1$ needs $\dot z_k \ge 0$), a
 free one slides ($\dot z_k = 0$). At a switch it is solved through its
-Fischer-Burmeister equation by a damped Newton method, restarted from fixed
-pseudo-random points where surfaces that repel (a rate growing with its own $s$) trap
-it; within a piece the bounds stay and Newton on the free $s$ is warm-started from the
-piece's. No solution in the box (to `_RESIDUAL` in $s$) stops the solve with
-status `sliding_unresolved`. For a `TwoLayerReLU` the equivalent control is the
+Fischer-Burmeister equation by a damped Newton method, with the pairs whose surface
+repels (a rate growing with its own $s$: no stable sliding) pinned at a bound
+consistent with their rate (`Sliding._control`); within a piece the bounds stay and
+Newton on the free $s$ is warm-started from the piece's. No solution in the box (off by more than `_RESIDUAL` in $s$, at a rate that
+would carry the pair out of its kink's band within the solve's time span) stops the
+solve with status `sliding_unresolved`. For a `TwoLayerReLU` the equivalent control is the
 minimum-norm element of the Clarke subdifferential (`_min_norm`), which `kinks=
 "min-norm"` uses there: it is faster (`benchmarks/kinks.py --deep`).
 
@@ -58,7 +59,7 @@ _FREE, _LOWER, _UPPER = 0, 1, 2
 _FIELD_ITERS = 2
 # At a switch (bounds re-decided): at most this many iterations, to this residual (in
 # units of s: |dz/dt| over |d(dz/dt)/ds|).
-_CONTROL_ITERS = 50
+_CONTROL_ITERS = 400
 _CONTROL_TOL = 1e-12
 _CONTROL_ROUNDS = 8
 # A residual above this (s off by more than this) leaves the control unresolved;
@@ -205,13 +206,22 @@ class Sliding(AbstractPieces):
         resolved)`.
 
         The box problem is a mixed complementarity problem in the rates $G_k =
-        -\\dot z_k / |\\partial \\dot z_k / \\partial s_k|$ (increasing in $s_k$
-        where the surface attracts): $s_k = 0 \\Rightarrow G_k \\ge 0$ (the pair
-        leaves to the inactive side), $s_k = 1 \\Rightarrow G_k \\le 0$, and $G_k = 0$
-        in between. It is solved through its Fischer-Burmeister equation
-        $\\phi(s_k, -\\phi(1 - s_k, -G_k)) = 0$ by Levenberg-Marquardt with an
-        Armijo line search on $\\tfrac12\\|\\phi\\|^2$, from the piece's `s`: globally
-        convergent where the coupled rates are monotone, and quadratic near the root."""
+        -\\dot z_k / |\\partial \\dot z_k / \\partial s_k|$: $s_k = 0 \\Rightarrow
+        G_k \\ge 0$ (the pair leaves to the inactive side), $s_k = 1 \\Rightarrow G_k
+        \\le 0$, and $G_k = 0$ in between.
+
+        - A surface that attracts ($G_k$ increasing in $s_k$) takes part through its
+          Fischer-Burmeister equation $\\phi(s_k, -\\phi(1 - s_k, -G_k)) = 0$, solved
+          by Levenberg-Marquardt with an Armijo line search on
+          $\\tfrac12\\|\\phi\\|^2$ from the piece's `s` (quadratic near the root).
+        - A surface that repels ($\\dot z_k$ growing with $s_k$) has no stable
+          sliding, and at least one consistent bound whatever the others do: since
+          $\\dot z_k(1) > \\dot z_k(0)$, either $\\dot z_k(0) \\le 0$ (held at 0) or
+          $\\dot z_k(1) > 0$ (held at 1). Such pairs are pinned at a bound (the
+          piece's, else the side their rate points to), the others solved, and a
+          pinned pair whose bound has become inconsistent is moved to the other,
+          until none is. (Left in the Fischer-Burmeister system, repelling pairs make
+          it non-monotone and trap Newton at local minima of the merit.)"""
         valid = pattern.valid()
         dtype = pattern.s.dtype
         tiny = jnp.finfo(dtype).tiny
@@ -222,66 +232,77 @@ class Sliding(AbstractPieces):
         _, z = self._run(y, pattern.gates(s0))
         band = self._scale(z)[jnp.where(valid, pattern.slots, 0)]
 
-        def unresolved(phi, G):
-            # Off by more than _RESIDUAL in s, at a rate that would carry the pair
-            # out of its kink's band within the solve's time span (at a minimum of
-            # zero loss the rates are rounding noise, and any s will do).
-            return valid & (jnp.abs(phi) > _RESIDUAL) & (
-                jnp.abs(G) * slope * self.horizon > band
-            )
-
-        def residual(s):
+        def complementarity(s):
             G = -self._rates(y, pattern, s)[1] / slope
-            phi = jnp.where(valid, _fischer(s, -_fischer(1.0 - s, -G)), 0.0)
+            return jnp.where(valid, _fischer(s, -_fischer(1.0 - s, -G)), 0.0), G
+
+        def residual(s, pinned, up):  # the pinned pairs at their bound
+            phi, G = complementarity(s)
+            phi = jnp.where(pinned, s - up.astype(dtype), phi)
             return phi, (phi, G)
 
         def unsolved(carry):
-            _, phi, it = carry
+            phi, it = carry[1], carry[-1]
             return (it < _CONTROL_ITERS) & (jnp.max(jnp.abs(phi)) > _CONTROL_TOL)
 
         def iteration(carry):
-            s, _, it = carry
-            Jphi, (phi, _) = jax.jacfwd(residual, has_aux=True)(s)
+            s, _, pinned, up, it = carry
+            Jphi, (phi, _) = jax.jacfwd(residual, has_aux=True)(s, pinned, up)
             psi = 0.5 * phi @ phi
             gradient = Jphi.T @ phi
             damping = phi @ phi + jnp.where(valid, tiny, 1.0)
             step = jnp.linalg.solve(Jphi.T @ Jphi + damping[:, None] * eye, -gradient)
-            slope_ = gradient @ step  # < 0: a descent direction
+            descent = gradient @ step  # < 0
 
             def longer(c):  # Armijo backtracking
                 alpha, phi_new = c
-                return (0.5 * phi_new @ phi_new > psi + 1e-4 * alpha * slope_) & (
+                return (0.5 * phi_new @ phi_new > psi + 1e-4 * alpha * descent) & (
                     alpha > 1e-6
                 )
 
             def halve(c):
                 alpha = 0.5 * c[0]
-                return alpha, residual(s + alpha * step)[0]
+                return alpha, residual(s + alpha * step, pinned, up)[0]
 
+            first = residual(s + step, pinned, up)[0]
             alpha, phi = jax.lax.while_loop(
-                longer, halve, (jnp.array(1.0, dtype), residual(s + step)[0])
+                longer, halve, (jnp.array(1.0, dtype), first)
             )
-            return s + alpha * step, phi, it + 1
+            return s + alpha * step, phi, pinned, up, it + 1
 
-        def solve(s):
-            s, _, _ = jax.lax.while_loop(unsolved, iteration, (s, residual(s)[0], 0))
-            return s, *residual(s)[1]
+        def unresolved(s):
+            # Off by more than _RESIDUAL in s, at a rate that would carry the pair
+            # out of its kink's band within the solve's time span (at a minimum of
+            # zero loss the rates are rounding noise, and any s will do).
+            phi, G = complementarity(s)
+            return (
+                valid
+                & (jnp.abs(phi) > _RESIDUAL)
+                & (jnp.abs(G) * slope * self.horizon > band)
+            )
 
-        def stuck(carry):
-            _, phi, G, rounds = carry
-            return (rounds < _CONTROL_ROUNDS) & jnp.any(unresolved(phi, G))
-
-        def restart(carry):
-            # Where surfaces repel (a rate that grows with its s) the problem is not
-            # monotone and the merit has local minima: restart the unsolved pairs
-            # from fixed pseudo-random points of the box (the same for every seed).
-            s, phi, G, rounds = carry
+        def attempt(carry):
+            s, bad, rounds = carry
+            f, J = self._linearized(y, pattern, s)
+            diagonal = jnp.diagonal(J)
+            repels = valid & (diagonal > 0)
+            # A repelling pair keeps its side where its rate there allows it.
+            at_zero = f - diagonal * s
+            up = jnp.where(s >= 0.5, at_zero + diagonal >= 0, at_zero > 0)
+            # After a failed attempt, the unresolved attracting pairs restart from
+            # fixed pseudo-random points of the box (the same for every seed).
             key = jax.random.fold_in(jax.random.key(0), rounds)
-            moved = jax.random.uniform(key, s.shape, dtype)
-            s = jnp.where(unresolved(phi, G), moved, s)
-            return *solve(s), rounds + 1
+            scattered = jax.random.uniform(key, s.shape, dtype)
+            s = jnp.where(bad & (rounds > 0), scattered, s)
+            s = jnp.where(repels, up.astype(dtype), s)
+            start = (s, residual(s, repels, up)[0], repels, up, 0)
+            s = jax.lax.while_loop(unsolved, iteration, start)[0]
+            return s, unresolved(s), rounds + 1
 
-        s, phi, G, _ = jax.lax.while_loop(stuck, restart, (*solve(s0), 0))
+        def retry(carry):
+            return jnp.any(carry[1]) & (carry[2] < _CONTROL_ROUNDS)
+
+        s, bad, _ = jax.lax.while_loop(retry, attempt, (s0, valid, 0))
         s = jnp.clip(s, 0.0, 1.0)
         # At a bound (to within the rounding of the solve) a pair is held there: it
         # leaves to that side, or stays at rest (G = 0, a neuron at rest on a data
@@ -291,7 +312,7 @@ class Sliding(AbstractPieces):
             valid & (s <= edge), _LOWER, jnp.where(valid & (s >= 1 - edge), _UPPER, _FREE)
         ).astype(pattern.bound.dtype)
         s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
-        return s, bound, ~jnp.any(unresolved(phi, G))
+        return s, bound, ~jnp.any(bad)
 
     def _field(self, y, pattern: Pattern):
         s = when(jnp.any(pattern.valid()), lambda: self._free(y, pattern), pattern.s)
