@@ -258,16 +258,17 @@ class Options(eqx.Module):
         rtol, atol = self.tolerances(atol)
         norm = getattr(controller, "norm", optx.rms_norm)
         solver = _with_root_tolerances(self.solver, rtol, atol, norm)
+        # Unknown tolerances (a controller other than PID) count as zero: every
+        # crossing located, no control left unresolved for being immaterial.
+        dtype = jnp.result_type(self.t0)
+        rtol, atol = (
+            jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in (rtol, atol)
+        )
         if self.kinks == "min-norm":
-            # Unknown tolerances (a controller other than PID): locate every crossing.
-            dtype = jnp.result_type(self.t0)
-            rtol, atol = (
-                jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in (rtol, atol)
-            )
             problem = ReLUProblem(flow, eqx.combine(params, static))
             pieces = MinNorm(problem, rtol, atol)
         elif self.kinks == "general":
-            pieces = Sliding(flow, params, static, self.t1 - self.t0)
+            pieces = Sliding(flow, params, static, self.t1 - self.t0, rtol, atol)
         else:
             pieces = Plain(flow, static)
         return Integrator(

@@ -131,7 +131,10 @@ class Sliding(AbstractPieces):
 
     flow: eqx.Module
     static: PyTree
-    horizon: Float[Array, ""]  # t1 - t0: rates too slow to matter over it are solved
+    # t1 - t0 and the tolerances: a control that cannot matter over it is resolved.
+    horizon: Float[Array, ""]
+    rtol: Float[Array, ""]
+    atol: Float[Array, ""]
     shapes: tuple = eqx.field(static=True)
     counts: ClassVar[tuple[str, ...]] = (
         "num_restarts",
@@ -142,10 +145,12 @@ class Sliding(AbstractPieces):
         "num_corrections",
     )
 
-    def __init__(self, flow, params, static, horizon=jnp.inf):
+    def __init__(self, flow, params, static, horizon=jnp.inf, rtol=0.0, atol=0.0):
         self.flow = flow
         self.static = static
-        self.horizon = jnp.asarray(horizon)
+        self.horizon, self.rtol, self.atol = (
+            jnp.asarray(x) for x in (horizon, rtol, atol)
+        )
         self.shapes = _gates.sizes(_loss_fn(flow, static), params, flow.data)
 
     # -- the network with gates ------------------------------------------------------
@@ -303,6 +308,12 @@ class Sliding(AbstractPieces):
             return jnp.any(carry[1]) & (carry[2] < _CONTROL_ROUNDS)
 
         s, bad, _ = jax.lax.while_loop(retry, attempt, (s0, valid, 0))
+        # Nor does it matter where the flow is at rest to the solve's tolerance: its
+        # whole motion over the time span is below it, whatever the s.
+        velocity = self._rates(y, pattern, s)[0]
+        moves = jnp.max(jnp.abs(ravel_pytree(velocity)[0]))
+        size = jnp.max(jnp.abs(ravel_pytree(y)[0]))
+        bad = bad & (moves * self.horizon > self.atol + self.rtol * size)
         s = jnp.clip(s, 0.0, 1.0)
         # At a bound (to within the rounding of the solve) a pair is held there: it
         # leaves to that side, or stays at rest (G = 0, a neuron at rest on a data
