@@ -175,6 +175,12 @@ def _newton_gated(flow, model, gates, held, rtol, max_steps):
     return eqx.combine(unravel(x), static), steps, ok
 
 
+# Pairs this close to their kink (relative to their site's scale) are held on it when
+# Newton on the pattern does not cut the gradient norm by _NEAR_GRAD.
+_NEAR = 1e-5
+_NEAR_GRAD = 1e-3
+
+
 def _polish_gated(flow, model, rtol, max_steps) -> Polished:
     """`polish` for a network whose kinks `_sliding` follows: Newton on the loss with
     the activation pattern fixed, the pre-activations on a kink held there."""
@@ -188,23 +194,38 @@ def _polish_gated(flow, model, rtol, max_steps) -> Polished:
         on = _gates.kinked(z, shapes)
         return np.asarray((z > 0) & ~on), np.asarray(on)
 
+    def attempt(active, on):
+        # A pair near its kink that Newton carries across is held on it instead, and
+        # Newton runs again (at the end of a flow whose rates vanish, pairs sit within
+        # the flow's accuracy of a kink without being on it).
+        for _ in range(4):
+            gates = jnp.asarray(active, float)
+            held = jnp.asarray(np.flatnonzero(on))
+            polished, steps, converged = _newton_gated(
+                flow, model, gates, held, rtol, max_steps
+            )
+            after, _ = pattern(polished)
+            flipped = (after != active) & ~on
+            kept = not flipped.any()
+            if kept:
+                break
+            on, active = on | flipped, active & ~flipped
+        return _record(flow, model, polished, int(steps), bool(converged), kept)
+
     active, on = pattern(model)
-    # A pair near its kink that Newton carries across is held on it instead, and
-    # Newton runs again (at the end of a flow whose rates vanish, pairs sit within
-    # the flow's accuracy of a kink without being on it).
-    for _ in range(4):
-        gates = jnp.asarray(active, float)
-        held = jnp.asarray(np.flatnonzero(on))
-        polished, steps, converged = _newton_gated(
-            flow, model, gates, held, rtol, max_steps
-        )
-        after, _ = pattern(polished)
-        flipped = (after != active) & ~on
-        kept = not flipped.any()
-        if kept:
-            break
-        on, active = on | flipped, active & ~flipped
-    return _record(flow, model, polished, int(steps), bool(converged), kept)
+    record = attempt(active, on)
+    if record.grad_norm_after > _NEAR_GRAD * record.grad_norm_before:
+        # Newton found no stationary point on this pattern: hold every pair within
+        # `_NEAR` of its kink too (a sliding pair that the flow's last step left a
+        # little off its surface), and keep the better of the two.
+        p = eqx.filter(model, eqx.is_inexact_array)
+        _, z = _gates.gated(fn, p, flow.data, None)
+        near = np.asarray(_gates.kinked(z, shapes, _NEAR))
+        if (near & ~on).any():
+            other = attempt(active & ~near, near)
+            if other.grad_norm_after < record.grad_norm_after:
+                record = other
+    return record
 
 
 def _newton(flow, model, active, pair_points, pair_neurons, rtol, max_steps):

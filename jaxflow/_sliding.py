@@ -477,8 +477,10 @@ def min_norm_velocity(flow, model, tol: float = KINK_TOL):
     on = _gates.kinked(z, pieces.shapes, tol)
     m = MAX_SLIDING
     slots, _ = _slots(on)
+    # From s = 0: a pair whose surface repels and which may rest on either side
+    # (its rate at s = 0 is <= 0) takes the inactive one, the smaller velocity.
     pattern = Pattern(
-        (z > 0) & ~on, slots, jnp.full(m, 0.5, z.dtype), jnp.zeros(m, jnp.int32)
+        (z > 0) & ~on, slots, jnp.zeros(m, z.dtype), jnp.zeros(m, jnp.int32)
     )
     s, bound, _ = pieces._control(params, pattern)
     pattern = eqx.tree_at(lambda p: (p.s, p.bound), pattern, (s, bound))
