@@ -96,6 +96,7 @@ def _kinked_mlp(seed):
     return flow, net, pre, slots
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [4])
 def test_equivalent_control_is_complementary(seed):
     """The control at a switch: every free pair's rate vanishes and every pair held

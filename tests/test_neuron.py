@@ -129,7 +129,15 @@ def test_chain_is_one_neuron_with_its_output_weight():
     np.testing.assert_allclose(balanced.conserved(), 0.0, atol=1e-17)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "depth",
+    [
+        1,
+        2,
+        pytest.param(3, marks=pytest.mark.slow),
+        pytest.param(4, marks=pytest.mark.slow),
+    ],
+)
 def test_magnitude_angle_odes_match_the_full_flow(depth):
     flow = jf.experiments.teacher_flow(jax.random.key(0), 5)
     net = jf.models.NeuronChain(5, depth, scale=0.5, key=jax.random.key(1))
@@ -150,6 +158,7 @@ def test_magnitude_angle_odes_match_the_full_flow(depth):
     assert r[-1] > 0.99 and phi[-1] > np.pi - 1e-2  # it learns the teacher
 
 
+@pytest.mark.slow
 def test_cli_neuron_writes_summary_times_and_figure(tmp_path):
     out = tmp_path / "neuron"
     code = main(
