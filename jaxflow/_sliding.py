@@ -232,7 +232,8 @@ class Sliding(AbstractPieces):
         tiny = jnp.finfo(dtype).tiny
         eye = jnp.eye(valid.shape[0], dtype=dtype)
         s0 = jnp.where(valid, pattern.s, 0.5)
-        slope = jnp.abs(jnp.diagonal(self._linearized(y, pattern, s0)[1]))
+        f0, J0 = self._linearized(y, pattern, s0)
+        slope = jnp.abs(jnp.diagonal(J0))
         slope = slope + 1e-6 * jnp.max(slope) + tiny
         _, z = self._run(y, pattern.gates(s0))
         band = self._scale(z)[jnp.where(valid, pattern.slots, 0)]
@@ -288,7 +289,10 @@ class Sliding(AbstractPieces):
 
         def attempt(carry):
             s, bad, rounds = carry
-            f, J = self._linearized(y, pattern, s)
+            # The first attempt starts from s0, whose rates are known.
+            f, J = when(
+                rounds > 0, lambda: self._linearized(y, pattern, s), (f0, J0)
+            )
             diagonal = jnp.diagonal(J)
             repels = valid & (diagonal > 0)
             # A repelling pair keeps its side where its rate there allows it.
