@@ -350,7 +350,7 @@ def main():
     )
     quick = args.quick
     if 1 in args.sections:
-        # The size, then a small one where per-step overhead dominates.
+        # The study's size, then a small one where per-step overhead dominates.
         for n, d, width in ((200, 20, 50), (40, 10, 10)):
             section_batched_vs_sequential(
                 16 if quick else 64, 10.0 if quick else 100.0, 1e-8, n, d, width
@@ -364,7 +364,7 @@ def main():
         cpu = device.platform == "cpu"
         if quick:
             section_mnist_memory(16, [4, 16], 500, 1e-3)
-        else:  # the size; on two CPU cores a short horizon (a step or two a
+        else:  # the study's size; on two CPU cores a short horizon (a step or two a
             # seed: one gradient of n=2000 costs ~10 ms a seed here). Memory depends
             # on the chunk and the number of seeds, not on the steps.
             section_mnist_memory(

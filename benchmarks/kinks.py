@@ -6,7 +6,7 @@ Prints:
 1. Problem (i) of `run.py` (separable n=200, d=20, width 50, balanced 1e-6,
    exponential, T=1000), rtol 1e-3 to 1e-10, both modes: error at T against a plain
    Dopri8 rtol-1e-13 reference (no pair slides on this data), gradient evaluations,
-   located and stepped-over crossings, wall time; the issue-21 ratios; and the
+   located and stepped-over crossings, wall time; the ratios of errors and evaluations; and the
    work-precision plot `benchmarks/work_precision_kinks.png`.
 2. Boursier-Flammarion data (width 200, scale 0.1, T=100), both modes, against a
    default-mode Dopri8 rtol-1e-13 reference (pairs slide: plain cannot serve).

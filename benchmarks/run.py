@@ -31,7 +31,7 @@ Sections:
     python benchmarks/run.py --problems separable --sections solvers gd --T 100
     python benchmarks/run.py --size tiny                  # smoke test (CI)
     python benchmarks/run.py --problems mnist --sections ensemble flops --batches 1024
-                                                          # the GPU rows of issue 8
+                                                          # the GPU rows (not measured yet)
 """
 
 import argparse
@@ -434,7 +434,7 @@ def first_solve(flow, net, t1, **options):
 
 def ensemble_section(flow, net_fn, sizes, t1):
     """Seeds per second against the batch size (one vmapped chunk each), kinks="plain"
-    as in issue 4's throughput study: with min-norm kinks every seed's crossings (about
+    as in the throughput study: with min-norm kinks every seed's crossings (about
     4,700 in t <= 1 here, one cut step each) stop the whole batch."""
     net = net_fn(jax.random.key(0))
     first = {kinks: first_solve(flow, net, t1, kinks=kinks)
@@ -608,7 +608,7 @@ def main():
             print(table(["method", "rtol", "rel. error at T", "grad evals", "status",
                          "wall s", "its time / fastest default run as accurate"],
                         rows), flush=True)  # fmt: skip
-            print("\nTargets (issue 21): GD (JAX, PyTorch) >= 30x, torchdiffeq dopri5 "
+            print("\nTargets: GD (JAX, PyTorch) >= 30x, torchdiffeq dopri5 "
                   "rtol 1e-8 >= 3x, scipy DOP853 rtol 1e-8 >= 10x.")  # fmt: skip
         if "ensemble" in args.sections and name in ("separable", "mnist"):
             print("\n### Ensembles: seeds per second (t1 = 0.1, rtol 1e-8, plain)\n")

@@ -22,6 +22,7 @@ from . import (
     metrics as metrics,
     models as models,
 )
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._classify import Verdict as Verdict, classify as classify
 from ._dataset import Dataset as Dataset
 from ._ensemble import solve_ensemble as solve_ensemble
@@ -38,6 +39,34 @@ from ._results import Ensemble as Ensemble
 from ._rundir import load_ensemble as load_ensemble
 from ._solution import RESULTS as RESULTS, Solution as Solution
 from ._solve import solve as solve
+
+
+__all__ = [
+    "datasets",
+    "events",
+    "experiments",
+    "losses",
+    "metrics",
+    "models",
+    "enable_compilation_cache",
+    "Verdict",
+    "classify",
+    "Dataset",
+    "solve_ensemble",
+    "Escape",
+    "best_new_neuron",
+    "GradientFlow",
+    "gradient_descent",
+    "hessian_eigenvalues",
+    "Polished",
+    "polish",
+    "restricted_loss",
+    "Ensemble",
+    "load_ensemble",
+    "RESULTS",
+    "Solution",
+    "solve",
+]
 
 
 try:

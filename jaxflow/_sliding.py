@@ -290,9 +290,7 @@ class Sliding(AbstractPieces):
         def attempt(carry):
             s, bad, rounds = carry
             # The first attempt starts from s0, whose rates are known.
-            f, J = when(
-                rounds > 0, lambda: self._linearized(y, pattern, s), (f0, J0)
-            )
+            f, J = when(rounds > 0, lambda: self._linearized(y, pattern, s), (f0, J0))
             diagonal = jnp.diagonal(J)
             repels = valid & (diagonal > 0)
             # A repelling pair keeps its side where its rate there allows it.
@@ -324,7 +322,9 @@ class Sliding(AbstractPieces):
         # point's kink) with that side's gate.
         edge = jnp.sqrt(_CONTROL_TOL)
         bound = jnp.where(
-            valid & (s <= edge), _LOWER, jnp.where(valid & (s >= 1 - edge), _UPPER, _FREE)
+            valid & (s <= edge),
+            _LOWER,
+            jnp.where(valid & (s >= 1 - edge), _UPPER, _FREE),
         ).astype(pattern.bound.dtype)
         s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
         return s, bound, ~jnp.any(bad)

@@ -1,4 +1,8 @@
+import http.server
 import os
+import re
+import socket
+import threading
 from pathlib import Path
 
 import equinox as eqx
@@ -105,3 +109,80 @@ def mnist_root() -> Path:
             if (folder / "train-labels-idx1-ubyte.gz").is_file():
                 return folder
     pytest.skip("MNIST files not found: set JAXFLOW_DATA or place ../shared/data/mnist")
+
+
+def closed_url() -> str:
+    """The base URL of a port on 127.0.0.1 that nothing listens on: an offline mirror
+    (connections are refused at once, no waiting for a timeout)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+class Mirror:
+    """A local HTTP mirror serving the files of `folder` on 127.0.0.1 (port 0, a
+    `ThreadingHTTPServer` in a daemon thread, stopped on leaving the `with` block).
+
+    It answers HTTP Range requests (`Range: bytes=<start>-`) with 206, and injects
+    faults: `replace[name]` is served instead of the file's bytes, `cut[name]` bytes
+    are sent of the next answer for `name` before the connection is closed, and with
+    `ignore_range` every answer is the whole file (200). `requests` records each
+    request as `(name, Range header or None, bytes sent)`."""
+
+    def __init__(self, folder: Path):
+        self.files = {p.name: p.read_bytes() for p in Path(folder).glob("*.gz")}
+        self.replace: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
+        self.ignore_range = False
+        self.requests: list[tuple[str, str | None, int]] = []
+
+    def served(self, name: str) -> int:
+        """All the bytes sent for `name` so far."""
+        return sum(sent for n, _, sent in self.requests if n == name)
+
+    def __enter__(self):
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                ranged = self.headers.get("Range")
+                if name not in mirror.files:
+                    mirror.requests.append((name, ranged, 0))
+                    self.send_error(404)
+                    return
+                body = mirror.replace.get(name, mirror.files[name])
+                match = re.fullmatch(r"bytes=(\d+)-", ranged or "")
+                start = int(match[1]) if match and not mirror.ignore_range else 0
+                if start >= len(body) > 0:
+                    mirror.requests.append((name, ranged, 0))
+                    self.send_error(416)
+                    return
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header(
+                        "Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}"
+                    )
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                payload = body[start : start + mirror.cut.pop(name, len(body))]
+                mirror.requests.append((name, ranged, len(payload)))
+                self.wfile.write(payload)
+                # HTTP/1.0: the connection closes here, whatever Content-Length said.
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.01,), daemon=True
+        )
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

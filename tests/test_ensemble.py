@@ -22,6 +22,7 @@ def solve_ensemble(**kwargs):
     return jf.solve_ensemble(FLOW, init, KEYS, **kwargs)
 
 
+@pytest.mark.slow  # (54 s; the README command stays under 10 minutes; CI runs it)
 def test_chunks_and_segments_match_single_solves():
     ens = solve_ensemble(batch_size=2, segments=6)
     assert ens.metrics["loss"].shape == (5, 12)
@@ -83,6 +84,7 @@ def test_a_seed_gets_the_bits_of_its_solve_alone(kinks):
             )
 
 
+@pytest.mark.slow  # (42 s; the README command stays under 10 minutes; CI runs it)
 def test_metrics_deferred_after_the_loop_equal_metrics_in_the_loop(monkeypatch):
     # Small chunks store the parameters at `ts` and evaluate the metrics after the
     # time loop; large ones evaluate them inside it. Same trajectory, same metrics,
@@ -180,6 +182,7 @@ np.savez(sys.argv[1] + "/out.npz", loss=ens.metrics["loss"], W=ens.final.W,
 """
 
 
+@pytest.mark.slow  # (67 s; the README command stays under 10 minutes; CI runs it)
 def test_checkpoint_resumes_a_killed_run_bitwise(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILLED_RUN)

@@ -20,6 +20,7 @@ def test_event_validation():
         jf.events.NormGrowth(1.0)
 
 
+@pytest.mark.slow  # (70 s; the README command stays under 10 minutes; CI runs it)
 def test_event_times_are_located_on_the_trajectory():
     net = init(KEYS[0])
     sol = jf.solve(FLOW, net, t1=T1, ts=TS, rtol=1e-10, events=EVENTS)

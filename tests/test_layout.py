@@ -60,3 +60,10 @@ def test_no_private_name_is_imported_from_another_module():
                 }
                 names = private - modules
                 assert not names, f"{path.relative_to(ROOT)} imports {sorted(names)}"
+
+
+def test_all_lists_exactly_the_public_names():
+    assert set(jf.__all__) == _public(jf) | set(SUBPACKAGES) - {"annotations"}
+    for name in SUBPACKAGES:
+        module = getattr(jf, name)
+        assert set(module.__all__) == _public(module) - {"annotations"}, name

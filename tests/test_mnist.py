@@ -59,9 +59,11 @@ def test_missing_files_error_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(
-        FileNotFoundError, match=r"no train images file.*empty.*never downloads"
+        FileNotFoundError,
+        match=r"no train images file.*empty.*downloads missing files only with "
+        r"`download=True`",
     ):
-        jf.datasets.mnist(root=tmp_path / "empty")
+        jf.datasets.mnist(root=tmp_path / "empty", download=False)
 
 
 @pytest.fixture
@@ -80,19 +82,19 @@ def test_given_root_is_searched_alone(tmp_path, tiny, cached, monkeypatch):
         FileNotFoundError,
         match=re.escape(f"`root` ('{misspelt}') is not an existing folder"),
     ):
-        jf.datasets.mnist(root=misspelt)
+        jf.datasets.mnist(root=misspelt, download=False)
     with pytest.raises(FileNotFoundError, match=r"`root` \(''\) is not an existing"):
         jf.datasets.mnist(root="")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no train images file.*empty"):
-        jf.datasets.mnist(root=tmp_path / "empty")
+        jf.datasets.mnist(root=tmp_path / "empty", download=False)
     # JAXFLOW_DATA, when set, is searched alone too; `root` comes before it.
     monkeypatch.setenv("JAXFLOW_DATA", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=r"no train images file.*empty"):
-        jf.datasets.mnist()
+        jf.datasets.mnist(download=False)
     monkeypatch.setenv("JAXFLOW_DATA", str(misspelt))
     with pytest.raises(FileNotFoundError, match=r"JAXFLOW_DATA \(.*mnsit'\) is not"):
-        jf.datasets.mnist()
+        jf.datasets.mnist(download=False)
     assert jf.datasets.mnist(root=tmp_path / "cache" / "jaxflow").n == 9
 
 
@@ -106,7 +108,7 @@ def test_images_and_labels_come_from_one_folder(tmp_path, tiny, cached):
         match=r"images-only holds the train images \(train-images-idx3-ubyte.gz\) "
         r"but not their labels \(train-labels-idx1-ubyte\[.gz\]\)",
     ):
-        jf.datasets.mnist(root=only)
+        jf.datasets.mnist(root=only, download=False)
 
 
 def test_digits_missing_from_the_labels(tmp_path, tiny):

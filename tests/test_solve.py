@@ -200,6 +200,7 @@ def test_failing_seed_in_a_batch_keeps_the_others():
         assert np.allclose(batch.final.w[i], [2**-0.5, 0.0], atol=1e-2)
 
 
+@pytest.mark.slow  # (39 s; the README command stays under 10 minutes; CI runs it)
 def test_implicit_solver_takes_the_controllers_tolerances():
     # diffrax's implicit solvers copy the controller's tolerances into their Newton
     # solve, whose arithmetic takes no JAX arrays; jaxflow's default atol is one.

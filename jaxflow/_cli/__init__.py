@@ -2,7 +2,11 @@
 in `options.py`."""
 
 import argparse
+import os
 
+import jax
+
+from .._cache import enable_compilation_cache
 from . import align, demo, ensemble, neuron, show, spurious
 from .options import Formatter, examples
 
@@ -25,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     for command in (demo, ensemble, align, spurious, neuron, show):
         command.add_parser(commands)
     args = parser.parse_args(argv)
+    # A command's solves are the same programs every time it runs: compile them once
+    # (in jaxflow's cache folder, unless JAX was given a cache folder already).
+    if (
+        os.environ.get("JAXFLOW_COMPILATION_CACHE", "1") != "0"
+        and jax.config.jax_compilation_cache_dir is None
+    ):
+        enable_compilation_cache()
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as e:

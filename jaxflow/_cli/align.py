@@ -86,7 +86,12 @@ def add_parser(commands) -> None:
 
 def _data(args, key) -> jf.Dataset:
     if args.data == "mnist":
-        return jf.datasets.mnist(digits=tuple(args.digits), n=args.n, root=args.root)
+        return jf.datasets.mnist(
+            digits=tuple(args.digits),
+            n=args.n,
+            root=args.root,
+            progress=not args.quiet,
+        )
     if args.data == "separable":  # separation exactly mu
         return jf.datasets.separable(key, args.n, args.d, args.mu, exact=True)
     if args.toy == "two-points":

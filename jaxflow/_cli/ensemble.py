@@ -63,7 +63,7 @@ def _data(args, key) -> jf.Dataset:
     if args.data == "separable":
         return jf.datasets.separable(key, args.n, args.d, args.mu)
     if args.data == "mnist":
-        return jf.datasets.mnist(n=args.n, root=args.root)
+        return jf.datasets.mnist(n=args.n, root=args.root, progress=not args.quiet)
     return jf.datasets.boursier_flammarion()
 
 

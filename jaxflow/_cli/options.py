@@ -94,7 +94,11 @@ _OPTIONS = {
     "n": dict(type=positive_int, help="number of data points"),
     "d": dict(type=positive_int, help="input dimension"),
     "mu": dict(type=open_unit_float, help="separation of the separable data"),
-    "root": dict(help="MNIST folder (unset: $JAXFLOW_DATA, else ~/.cache/jaxflow)"),
+    "root": dict(
+        help="MNIST folder (unset: $JAXFLOW_DATA, else ~/.cache/jaxflow); missing "
+        "files are downloaded into it (for the cache: into ~/.cache/jaxflow/mnist) "
+        "from $JAXFLOW_MNIST_MIRROR if set, else the standard mirrors"
+    ),
     "width": dict(type=positive_int, help="hidden neurons"),
     "scale": dict(type=positive_float, help="initial scale"),
     "init": dict(choices=("balanced", "gaussian"), help="initialisation"),

@@ -10,3 +10,14 @@ from ._synthetic import (
     two_points as two_points,
 )
 from ._teacher import GaussianTeacher as GaussianTeacher
+
+
+__all__ = [
+    "mnist",
+    "boursier_flammarion",
+    "circle_clusters",
+    "orthogonal",
+    "separable",
+    "two_points",
+    "GaussianTeacher",
+]

@@ -1,11 +1,16 @@
 import gzip
+import hashlib
 import os
+import warnings
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from .._cache import default_cache_dir
 from .._dataset import Dataset
+from ._download import download as _download, mirrors as _mirrors
 
 
 _MAGIC = {"images": 2051, "labels": 2049}
@@ -18,27 +23,58 @@ _FILES = (
 )
 _ORDER = (
     "`root=` is searched alone if given, else JAXFLOW_DATA alone if set, else "
-    "~/.cache/jaxflow ($XDG_CACHE_HOME/jaxflow). jaxflow never downloads the files."
+    "~/.cache/jaxflow ($XDG_CACHE_HOME/jaxflow). jaxflow downloads missing files only "
+    "with `download=True` (the default)."
 )
+_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+_MIRROR_VARIABLE = "JAXFLOW_MNIST_MIRROR"
+# SHA-256 and size of each file's uncompressed content. The mirrors' gzip files differ
+# byte for byte (recompressed copies circulate), their contents do not: these are the
+# contents whose published MD5s are 6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...
+_CONTENTS = {
+    "train-images-idx3-ubyte.gz": (
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        47_040_016,
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        60_008,
+    ),
+    "t10k-images-idx3-ubyte.gz": (
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        7_840_016,
+    ),
+    "t10k-labels-idx1-ubyte.gz": (
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        10_008,
+    ),
+}
 
 
-def _folders(root: str | os.PathLike | None) -> list[Path]:
-    """The folders to search, in order: one base folder and its `mnist/` subfolder."""
+def _place(root: str | os.PathLike | None, download: bool) -> tuple[list[Path], Path]:
+    """The folders to search, in order (one base folder and its `mnist/` subfolder),
+    and the folder to download into."""
     if root is not None:
         given, name = "`root`", os.fspath(root)
     elif os.environ.get("JAXFLOW_DATA"):
         given, name = "JAXFLOW_DATA", os.environ["JAXFLOW_DATA"]
     else:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        return [cache / "jaxflow", cache / "jaxflow" / "mnist"]
-    # A misspelt root must not fall back to another folder: say so instead. An empty
-    # one is no folder either (Path("") is the working directory).
-    if not name or not Path(name).is_dir():
+        base = default_cache_dir()
+        return [base, base / "mnist"], base / "mnist"
+    # A misspelt root must not fall back to another folder: say so instead (or, when
+    # downloading, create it). An empty one is no folder either (Path("") is the
+    # working directory).
+    path = Path(name)
+    if not name or not (path.is_dir() or (download and not path.exists())):
         raise FileNotFoundError(
             f"mnist: {given} ({str(name)!r}) is not an existing folder. Pass the "
             f"folder holding {_FILES}. {_ORDER}"
         )
-    return [Path(name), Path(name) / "mnist"]
+    return [path, path / "mnist"], path
 
 
 def _names(split: str, kind: str) -> list[str]:
@@ -54,11 +90,10 @@ def _find(folder: Path, split: str, kind: str) -> Path | None:
     return None
 
 
-def _locate(split: str, root) -> tuple[Path, Path]:
+def _search(split: str, folders: list[Path]) -> tuple[Path, Path]:
     """The images and labels files of `split`, both from the first folder that holds
     the images."""
-    searched = _folders(root)
-    for folder in searched:
+    for folder in folders:
         images = _find(folder, split, "images")
         if images is None:
             continue
@@ -72,9 +107,78 @@ def _locate(split: str, root) -> tuple[Path, Path]:
         return images, labels
     raise FileNotFoundError(
         f"mnist: no {split} images file ({_names(split, 'images')[0]}[.gz]) in any of "
-        f"{[str(p) for p in searched]}. Put {_FILES} into one of these folders, or "
+        f"{[str(p) for p in folders]}. Put {_FILES} into one of these folders, or "
         f"pass `root=` or set JAXFLOW_DATA to the folder holding them. {_ORDER}"
     )
+
+
+def _holds(split: str, folder: Path) -> bool:
+    return all(_find(folder, split, kind) for kind in ("images", "labels"))
+
+
+def _check(path: Path, name: str) -> str | None:
+    """None if the gzip file at `path` holds the content of MNIST file `name`, else
+    what is wrong."""
+    expected, size = _CONTENTS[name]
+    digest, read = hashlib.sha256(), 0
+    try:
+        with gzip.open(path) as f:
+            # In chunks, and no further than the true size: a bad file costs no memory.
+            while (chunk := f.read(1 << 20)) and read <= size:
+                digest.update(chunk)
+                read += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        return f"not a valid gzip file ({e})"
+    if digest.hexdigest() != expected:
+        return (
+            f"SHA-256 of its uncompressed content {digest.hexdigest()}, expected "
+            f"{expected}"
+        )
+    return None
+
+
+def _fetch(split: str, searched: list[Path], folder: Path, progress: bool) -> None:
+    """Downloads into `folder` the files of `split` that it lacks, then those of the
+    other split if no searched folder holds that one (best effort: a warning if not)."""
+    other = "test" if split == "train" else "train"
+    wanted = [(split, kind) for kind in ("images", "labels")]
+    if not any(_holds(other, f) for f in searched):
+        wanted += [(other, kind) for kind in ("images", "labels")]
+    urls = _mirrors(_MIRROR_VARIABLE, _MIRRORS)
+    folder.mkdir(parents=True, exist_ok=True)
+    for which, kind in wanted:
+        if _find(folder, which, kind) is not None:
+            continue
+        name = f"{_names(which, kind)[0]}.gz"
+        failure = _download(name, folder, urls, partial(_check, name=name), progress)
+        if failure is None:
+            continue
+        if which == split:
+            raise FileNotFoundError(
+                f"mnist: could not download {name}. Tried: {failure}. Put the files "
+                f"by hand into {folder}: {_FILES}. Or set {_MIRROR_VARIABLE} to base "
+                "URLs (separated by commas) that serve them, or pass `root=` or set "
+                "JAXFLOW_DATA to a folder that holds them."
+            )
+        warnings.warn(
+            f"mnist: could not download {name} (the {other} split, fetched ahead of "
+            f"use) into {folder}; the {split} split is there. Tried: {failure}.",
+            stacklevel=4,
+        )
+        return
+
+
+def _locate(split: str, root, download: bool, progress: bool) -> tuple[Path, Path]:
+    """The images and labels files of `split`, downloaded first if `download` and
+    the place lacks them."""
+    searched, folder = _place(root, download)
+    try:
+        return _search(split, searched)
+    except FileNotFoundError:
+        if not download:
+            raise
+    _fetch(split, searched, folder, progress)
+    return _search(split, [folder])
 
 
 def read_idx(path: str | os.PathLike, kind: str) -> np.ndarray:
@@ -119,6 +223,8 @@ def mnist(
     n: int | None = None,
     center: bool = True,
     root: str | os.PathLike | None = None,
+    download: bool = True,
+    progress: bool = True,
 ) -> Dataset:
     r"""Two MNIST digits as a binary data set (Min, Mallada, Vidal 2024, Fig. 2).
 
@@ -131,8 +237,25 @@ def mnist(
 
     Within that place, the folder itself is searched, then its `mnist/` subfolder; the
     images and the labels come from the same folder, the first that holds the images.
-    Only the chosen place is searched: a misspelt `root` is an error, never a silent
-    fall-back to the cache. Never downloads.
+    Only the chosen place is searched: a misspelt `root` is an error (or, with
+    `download=True`, a new folder), never a silent fall-back to the cache.
+
+    With `download=True`, if the place lacks the images or labels of `split`, they
+    are downloaded into it: into `root`, else `JAXFLOW_DATA`, else
+    `~/.cache/jaxflow/mnist` (`$XDG_CACHE_HOME/jaxflow/mnist`), created if need be.
+    The other split's two files come along (so that it works offline later) unless
+    the place already holds them; all four files are about 11 MB. Each file is fetched
+    from the first mirror that serves it whole and checked against the SHA-256 of its
+    uncompressed content (the mirrors' gzip files may differ byte for byte; their
+    contents may not). The mirrors, tried in order, are
+    `https://ossci-datasets.s3.amazonaws.com/mnist/`,
+    `https://storage.googleapis.com/cvdf-datasets/mnist/` and
+    `http://yann.lecun.com/exdb/mnist/`; the environment variable
+    `JAXFLOW_MNIST_MIRROR` replaces them with its base URLs (separated by commas or
+    whitespace; `file://` URLs work too). A file is written to `<name>.part` and
+    renamed only once it passes the check; a transfer cut short leaves the `.part`,
+    and the next call asks the server for the rest (an HTTP Range request). A file
+    that fails the check is deleted and the next mirror tried.
 
     **Arguments:**
 
@@ -141,7 +264,11 @@ def mnist(
     - `n`: keep the first `n` images of the two digits in file order; all by default
         (digits 0 and 1: 12,665 training images).
     - `center`: subtract the mean image of the selected set ($x_i - \bar x$).
-    - `root`: folder holding the files (or holding them in `mnist/`); it must exist.
+    - `root`: folder holding the files (or holding them in `mnist/`); with
+        `download=False` it must exist.
+    - `download`: download the files the place lacks (see above). With `False`,
+        nothing is downloaded and missing files are an error.
+    - `progress`: show a progress bar on stderr for each file downloaded.
 
     **Returns:**
 
@@ -150,18 +277,29 @@ def mnist(
 
     **Raises:**
 
-    `FileNotFoundError` if `root` (or `JAXFLOW_DATA`) is not an existing folder, if no
-    searched folder holds the images (naming the folders searched and how to obtain the
-    files), or if the folder holding the images lacks the labels (naming it and the
-    missing file). `ValueError` for corrupt or truncated files, for bad arguments, and
-    for `digits` that the labels do not both hold (naming the digits they hold).
+    `FileNotFoundError` if `root` (or `JAXFLOW_DATA`) is not an existing folder (with
+    `download=True`: if it is empty or names a file), if a file of `split` could not
+    be downloaded (naming each mirror tried and why it failed: unreachable, or the
+    expected and received SHA-256, and the folder to put the files in by hand), or,
+    with `download=False`, if no searched folder holds the images (naming the folders
+    searched and how to obtain the files) or the folder holding the images lacks the
+    labels (naming it and the missing file). `ValueError` for corrupt or truncated
+    files, for bad arguments, and for `digits` that the labels do not both hold
+    (naming the digits they hold). Only a warning if the other split's files, fetched
+    ahead of use, could not be downloaded.
 
     **Example:**
 
     ```python
-    data = jf.datasets.mnist(digits=(3, 8), split="test", root="data/mnist")
+    data = jf.datasets.mnist(digits=(3, 8), split="test")  # downloads on first use
+    offline = jf.datasets.mnist(root="data/mnist", download=False)
     ```
     """
+    for name, value in (("download", download), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"mnist: `{name}` must be a bool (True or False), got {value!r}."
+            )
     if (
         len(digits) != 2
         or digits[0] == digits[1]
@@ -172,7 +310,7 @@ def mnist(
         )
     if split not in _PREFIX:
         raise ValueError(f"mnist: `split` must be 'train' or 'test', got {split!r}.")
-    images_path, labels_path = _locate(split, root)
+    images_path, labels_path = _locate(split, root, download, progress)
     images = read_idx(images_path, "images")
     labels = read_idx(labels_path, "labels")
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:

@@ -13,3 +13,18 @@ from ._events import (
     LossBelow as LossBelow,
     SteadyState as SteadyState,
 )
+
+
+__all__ = [
+    "Aligned",
+    "AllInCones",
+    "InCone",
+    "LossFraction",
+    "NormGrowth",
+    "in_cones",
+    "in_own_cones",
+    "AbstractEvent",
+    "Event",
+    "LossBelow",
+    "SteadyState",
+]

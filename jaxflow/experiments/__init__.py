@@ -30,3 +30,29 @@ from ._spurious import (
     plot_spurious as plot_spurious,
     spurious_summary as spurious_summary,
 )
+
+
+__all__ = [
+    "AlignmentTheory",
+    "alignment_events",
+    "alignment_metrics",
+    "alignment_summary",
+    "alignment_theory",
+    "convergence_times",
+    "finite_sample_gap",
+    "gd_gap",
+    "magnitude_angle",
+    "magnitude_angle_field",
+    "neuron_report",
+    "neuron_study",
+    "neuron_summary",
+    "plot_neuron",
+    "teacher_flow",
+    "plot_alignment",
+    "plot_demo",
+    "plot_times",
+    "classify_ensemble",
+    "least_squares",
+    "plot_spurious",
+    "spurious_summary",
+]

@@ -103,7 +103,8 @@ def plot_times(summary: dict, path: Path) -> Path:
     if bound is not None:
         ax.axvline(bound, color="k", ls=":", label=f"t1 bound (median) {bound:.3g}")
     ax.set(xscale="log", xlabel="t", ylabel="fraction of seeds", title="first times")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing happened within t1: no legend
+        ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -21,3 +21,18 @@ from ._population import (
     arccos_kernel as arccos_kernel,
     population as population,
 )
+
+
+__all__ = [
+    "AbstractLoss",
+    "Exponential",
+    "Logistic",
+    "Square",
+    "exponential",
+    "half_square",
+    "logistic",
+    "square",
+    "Population",
+    "arccos_kernel",
+    "population",
+]

@@ -23,3 +23,28 @@ from ._metrics import (
     stable_rank as stable_rank,
     teacher_angle as teacher_angle,
 )
+
+
+__all__ = [
+    "ConservedDrift",
+    "TeacherAngle",
+    "align_minus",
+    "align_plus",
+    "cos_minus",
+    "cos_own",
+    "cos_plus",
+    "default_metrics",
+    "direction_change",
+    "frac_dead",
+    "frac_minus",
+    "frac_plus",
+    "grad_norm",
+    "layer_stable_ranks",
+    "loss",
+    "magnitude",
+    "neuron_norms",
+    "norm_change",
+    "spectral_norm_sq",
+    "stable_rank",
+    "teacher_angle",
+]

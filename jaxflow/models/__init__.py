@@ -4,3 +4,11 @@ from ._chain import NeuronChain as NeuronChain
 from ._linear import Linear as Linear
 from ._mlp import MLP as MLP
 from ._two_layer import TwoLayerReLU as TwoLayerReLU
+
+
+__all__ = [
+    "NeuronChain",
+    "Linear",
+    "MLP",
+    "TwoLayerReLU",
+]
