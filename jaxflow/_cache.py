@@ -18,12 +18,14 @@ def enable_compilation_cache(
 
     A solve is compiled once per process for each combination of model structure,
     shapes, data size and options; without the cache every new process pays that again
-    (most of a short run's wall time). The `jaxflow` command calls this itself, unless
-    the environment variable `JAXFLOW_COMPILATION_CACHE` is `0` or JAX was given a cache
-    folder already (`JAX_COMPILATION_CACHE_DIR`). Call it
+    (most of a short run's wall time). The `jaxflow` command calls this itself (in the
+    folder JAX was given, if any: `JAX_COMPILATION_CACHE_DIR`), unless the environment
+    variable `JAXFLOW_COMPILATION_CACHE` is `0`. Call it
     once at the start of a script or notebook, before the first solve; it changes JAX's
-    global configuration (`jax_compilation_cache_dir` and the two thresholds below), so
+    global configuration (`jax_compilation_cache_dir` and the thresholds), so
     it affects every program JAX compiles afterwards in this process, jaxflow's or not.
+    Every program is stored, however small (JAX's `jax_persistent_cache_min_entry_size_bytes`
+    is set to 0 too).
 
     Only XLA's compilation is cached: tracing the Python code to a program still takes
     its time in every process. Entries are keyed by the program, the JAX and XLA
@@ -34,8 +36,9 @@ def enable_compilation_cache(
 
     - `path`: the cache folder, created if absent. Default: the `jax` folder in
         jaxflow's cache folder, `$XDG_CACHE_HOME/jaxflow/jax` or
-        `~/.cache/jaxflow/jax`. Setting the environment variable
-        `JAX_COMPILATION_CACHE_DIR` has the same effect without this call.
+        `~/.cache/jaxflow/jax`. (The environment variable `JAX_COMPILATION_CACHE_DIR`
+        sets only the folder: JAX's own thresholds then leave most of a solve's
+        programs out of the cache.)
     - `min_compile_time_secs`: store only programs that took at least this long to
         compile. Default 0: a solve is made of many programs, most of them compiled in
         under JAX's own default threshold of one second, and together they are most of

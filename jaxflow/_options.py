@@ -320,7 +320,7 @@ def resolve(
         raise ValueError(
             f"{fname}: `atol` must be finite and >= 0, or None, got {atol!r}."
         )
-    if 0 < rtol < 1e-6 and jnp.finfo(dtype).eps > 1e-10:
+    if not is_traced(rtol) and 0 < rtol < 1e-6 and jnp.finfo(dtype).eps > 1e-10:
         raise ValueError(
             f"{fname}: rtol={rtol!r} needs float64 parameters, but the model has "
             f"{dtype} arrays, whose precision cannot reach it. {FLOAT64_HINT}, or use "

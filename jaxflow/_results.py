@@ -85,7 +85,8 @@ class Ensemble(eqx.Module):
     def to_xarray(self):
         """The results as an `xarray.Dataset` labelled `seed x time (x neuron)`: every
         metric, `event_time_<name>`, `t_final`, `status` (code) and `status_name`, the
-        step counts, `atol` and the final parameters as `final_<field>`."""
+        statistics as `stats_<name>` (a metric may share a statistic's name:
+        `num_crossings` is both), `atol` and the final parameters as `final_<field>`."""
         import xarray as xr
 
         data = {}
@@ -97,7 +98,7 @@ class Ensemble(eqx.Module):
             key = f"event_time_{name}"
             data[key] = (self._dims(key, x.shape, ("seed",)), x)
         for name, x in self.stats.items():
-            data[name] = (("seed",), np.asarray(x))
+            data[f"stats_{name}"] = (("seed",), np.asarray(x))
         data["t_final"] = (("seed",), np.asarray(self.t_final))
         data["status"] = (("seed",), np.asarray(self.status._value).reshape(-1))
         data["status_name"] = (("seed",), self.status_name.astype(str))

@@ -488,7 +488,12 @@ def load_ensemble(path, like=None) -> Ensemble:
 
 
 def _ensemble_of(data, final) -> Ensemble:
-    stat_names = [n for n in data.data_vars if n.startswith("num_")] + ["max_steps"]
+    stat_names = [n for n in data.data_vars if n.startswith("stats_")]
+    stats = {n.removeprefix("stats_"): data[n].values for n in stat_names}
+    if not stats:  # a run directory written before statistics were prefixed
+        stat_names = [n for n in data.data_vars if n.startswith("num_")]
+        stat_names += ["max_steps"] if "max_steps" in data else []
+        stats = {n: data[n].values for n in stat_names}
     ys = {
         n.removeprefix("ys_"): data[n].values
         for n in data.data_vars
@@ -515,7 +520,7 @@ def _ensemble_of(data, final) -> Ensemble:
         ys=ys or None,
         t_final=data["t_final"].values,
         status=status_of(data["status"].values.astype(np.int32)),
-        stats={n: data[n].values for n in stat_names if n in data},
+        stats=stats,
         rtol=float(data.attrs["rtol"]),
         atol=data["atol"].values,
         solver=str(data.attrs["solver"]),

@@ -147,6 +147,14 @@ def test_terminal_seeds_leave_failures_are_kept_per_seed_data(tmp_path):
     assert list(back.status_name) == names
     assert np.array_equal(back.final.W, ens.final.W, equal_nan=True)
     assert np.array_equal(back.metrics["loss"], ens.metrics["loss"], equal_nan=True)
+    # Every metric and statistic, those that share a name (num_crossings) included.
+    assert "num_crossings" in ens.metrics and "num_crossings" in ens.stats
+    assert back.metrics.keys() == ens.metrics.keys()
+    assert back.stats.keys() == ens.stats.keys()
+    for name, x in ens.metrics.items():
+        assert np.array_equal(back.metrics[name], x, equal_nan=True), name
+    for name, x in ens.stats.items():
+        assert np.array_equal(back.stats[name], x), name
     table = ens.summary()
     assert list(table["status"]) == names and "t_low" in table
     xr = ens.to_xarray()

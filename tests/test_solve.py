@@ -239,3 +239,17 @@ def test_metrics_on_stored_models_equal_metrics_in_the_loop():
         stored.metrics["loss"][2]
     )
     assert stored.metrics["positive"][-1].all()
+
+
+def test_a_traced_rtol_solves_as_a_concrete_one():
+    # Tolerances may be traced (several solves, one compilation); the float64 check
+    # on a small rtol must not branch on the tracer.
+    data = jf.datasets.separable(jax.random.key(0), 20, 5, 0.3)
+    net = jf.models.TwoLayerReLU(5, 4, scale=1e-3, key=jax.random.key(1))
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+
+    def final(rtol):
+        return jf.solve(flow, net, t1=1.0, rtol=rtol, save_models=False).final.W
+
+    traced = jax.jit(final)(1e-8)
+    assert np.allclose(traced, final(1e-8), rtol=1e-12, atol=0)

@@ -30,12 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_parser(commands)
     args = parser.parse_args(argv)
     # A command's solves are the same programs every time it runs: compile them once
-    # (in jaxflow's cache folder, unless JAX was given a cache folder already).
-    if (
-        os.environ.get("JAXFLOW_COMPILATION_CACHE", "1") != "0"
-        and jax.config.jax_compilation_cache_dir is None
-    ):
-        enable_compilation_cache()
+    # (in jaxflow's cache folder, or the one JAX was given).
+    if os.environ.get("JAXFLOW_COMPILATION_CACHE", "1") != "0":
+        enable_compilation_cache(jax.config.jax_compilation_cache_dir)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as e:
