@@ -137,3 +137,38 @@ def test_sliding_neuron_counts_as_dead():
     for row in s["seeds"]:
         assert row["dead_at_end"] >= sum(np.asarray(ens.final.v[row["seed"]]) < 0)
         assert row["tau_max"] > row["t1"]
+
+
+def test_times_in_both_units_agree_with_a_sum_loss_run():
+    # The theorem's unit is sum-loss time: the sum loss's flow is the mean loss's at
+    # n times the speed. A sum-loss run's times, converted, must equal a mean-loss
+    # run's, and its sum-loss times must be those times over n.
+    data = jf.datasets.separable(jax.random.key(3), 8, 3, 0.3)
+    theory = jf.experiments.alignment_theory(data)
+    keys = jax.random.split(jax.random.key(4), 2)
+
+    def summary(loss, t1, reduction):
+        ens = jf.solve_ensemble(
+            jf.GradientFlow(loss, data),
+            lambda k: jf.models.TwoLayerReLU(3, 6, scale=1e-4, key=k),
+            keys, t1=t1, ts=jnp.array([0.0, t1]), rtol=1e-10,
+            events=jf.experiments.alignment_events(1e-3),
+        )  # fmt: skip
+        return jf.experiments.alignment_summary(ens, theory, data, reduction=reduction)
+
+    mean = summary(jf.losses.exponential, 40.0, "mean")
+    total = summary(jf.losses.Exponential(reduction="sum"), 40.0 / data.n, "sum")
+    assert "sum-loss" in mean["time_units"]["times_sum_loss"]
+    for name in ("t1", "t2", "tau_max"):
+        a, b = mean["times"][name], total["times"][name]
+        assert a["reached"] == b["reached"] == 2, name
+        assert b["median"] == pytest.approx(a["median"], rel=1e-6), name
+        c = mean["times_sum_loss"][name]
+        assert c["median"] == pytest.approx(a["median"] / data.n, rel=1e-12), name
+    for row in mean["seeds"]:
+        assert row["sum_loss"]["t1"] == pytest.approx(row["t1"] / data.n, rel=1e-12)
+        bound = row["t1_bound"]
+        if bound is not None:
+            assert row["t1_over_bound"] == pytest.approx(row["t1"] / data.n / bound)
+    with pytest.raises(ValueError, match="`reduction`.*'total'"):
+        jf.experiments.alignment_summary(None, theory, reduction="total")

@@ -50,6 +50,7 @@ def test_align_writes_summary_and_figures(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "t1 (all in cones)" in printed and "t1 bound" in printed
+    assert "sum-loss time t/n (n=16)" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["seeds"]) == 3
     assert summary["accuracy"]["statuses"] == ["successful"]
@@ -60,8 +61,11 @@ def test_align_writes_summary_and_figures(tmp_path, capsys):
         # t1 is when all neurons are in their cones: no neuron's entry comes later.
         entries = [t for t in seed["in_cone"] if t is not None]
         assert max(entries) <= seed["t1"] + 1e-9
+        # The bound is in the theorem's unit, sum-loss time: t / n for the mean loss.
+        assert np.isclose(seed["sum_loss"]["t1"], seed["t1"] / 16)
         if seed["t1_bound"] is not None:
-            assert np.isclose(seed["t1_over_bound"], seed["t1"] / seed["t1_bound"])
+            ratio = seed["t1"] / 16 / seed["t1_bound"]
+            assert np.isclose(seed["t1_over_bound"], ratio)
     for name in ("alignment.png", "times.png", "ensemble.nc", "seeds.csv"):
         assert (out / name).stat().st_size > 0
 

@@ -6,10 +6,13 @@ Theorem 1: with a small enough initialisation scale $\varepsilon$, by
 $$t_1 = \frac{16 \log n}{\min\{\zeta, \xi\}\,\sqrt{\mu}\,X_{\min}}$$
 
 every neuron is in its own cone, $w_j \in S_{\operatorname{sign} v_j} \cup S_{\rm dead}$;
-the loss then drops (at $t_2 = \Theta(\log(1/\varepsilon))$) and decays like $1/t$.
+the loss then drops (at $t_2 = \Theta(\log(1/\varepsilon))$) and decays like $1/t$. The
+theorems are stated for the sum loss: their times are sum-loss times, $t / n$ for a
+mean-loss run's time $t$.
 """
 
 import math
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -57,8 +60,9 @@ class AlignmentTheory(eqx.Module):
         how far the initial neurons are from the wrong centre (`nan` without a model).
     - `zeta`: $\min\{1 - \cos\theta,\ \text{init\_margin}\}$.
     - `xi`: $\sin\theta$ (`cone_sin`).
-    - `t1_bound`: $16 \log n / (\min\{\zeta, \xi\}\sqrt{\mu}\,X_{\min})$; `inf` when
-        $\mu \le 0$ (the theorem does not apply).
+    - `t1_bound`: $16 \log n / (\min\{\zeta, \xi\}\sqrt{\mu}\,X_{\min})$, in sum-loss
+        time (a mean-loss run reaches it at $n$ times this); `inf` when $\mu \le 0$
+        (the theorem does not apply).
 
     The paper's appendix defines $\zeta$ and $\xi$ as angular margins without one
     closed form we could compute for any data set; the two above are our reading of
@@ -211,10 +215,18 @@ _FINAL_METRICS = (
 ).split()
 
 
+# The first times the summary reports, per seed and over seeds.
+_TIMES = ("t1", "t2", "norm_growth", "tau_max")
+
+
 def alignment_summary(
-    ens, theory: AlignmentTheory, data: Dataset | None = None
+    ens,
+    theory: AlignmentTheory,
+    data: Dataset | None = None,
+    *,
+    reduction: Literal["mean", "sum"] = "mean",
 ) -> dict:
-    """What an alignment study found, per seed and over seeds, beside the theory; the
+    r"""What an alignment study found, per seed and over seeds, beside the theory; the
     content of `summary.json` written by `jaxflow align`.
 
     **Arguments:**
@@ -227,14 +239,31 @@ def alignment_summary(
     - `data`: the `Dataset` solved on. With it, the neurons dead at the end (in
         $S_{\rm dead}$, `ens.final`) are counted per seed and left out of `tau_max`:
         a dead neuron never aligns. Without it, `tau_max` waits for every neuron.
+    - `reduction`: the reduction of the loss `ens` was solved with, `"mean"` (as
+        `jaxflow align` does) or `"sum"`.
+
+    Times are reported in two units. Min et al. state their theorems for the sum loss
+    $\sum_i \ell_i$, whose flow is the mean loss's run $n$ times faster: a mean-loss
+    time $t$ is the sum-loss time $t / n$. `times` and each seed's times are in
+    mean-loss time; `times_sum_loss` and each seed's `sum_loss` in sum-loss time, the
+    theorem's unit, in which `t1_bound` is stated and `t1_over_bound` is taken.
 
     **Returns:** a dict with `theory` (per-seed arrays where they depend on the
-    initialisation), `times` (quantiles over seeds of `t1`, `t2`, `norm_growth`, the
-    largest per-neuron alignment time `tau_max`, and `t1 / t1_bound`), and `seeds` (one
-    dict per seed: status, those times, the per-neuron times, the final metrics).
+    initialisation), `time_units`, `times` (quantiles over seeds of `t1`, `t2`,
+    `norm_growth`, the largest per-neuron alignment time `tau_max`, and
+    `t1_over_bound`), `times_sum_loss` (the same times in sum-loss time), and `seeds`
+    (one dict per seed: status, those times in both units, the per-neuron times, the
+    final metrics).
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(
+            "alignment_summary: `reduction` must be 'mean' or 'sum' (the loss's "
+            f"reduction), got {reduction!r}."
+        )
+    # Event times in the run's unit, as mean-loss times: t_mean = n t_sum.
+    to_mean = float(theory.n) if reduction == "sum" else 1.0
     bound = np.broadcast_to(np.asarray(theory.t1_bound, float), (ens.num_seeds,))
-    times = {k: np.asarray(v, float) for k, v in ens.event_times.items()}
+    times = {k: to_mean * np.asarray(v, float) for k, v in ens.event_times.items()}
     aligned = times.get("aligned")
     dead = None
     if data is not None:
@@ -249,7 +278,9 @@ def alignment_summary(
         )
         tau_max = np.where(np.isneginf(tau_max), np.nan, tau_max)
     t1 = times.get("t1", np.full(ens.num_seeds, np.nan))
-    ratio = t1 / bound
+    firsts = {name: times.get(name, np.full(ens.num_seeds, np.nan)) for name in _TIMES}
+    firsts["tau_max"] = tau_max
+    ratio = t1 / theory.n / bound  # in the theorem's unit, sum-loss time
     final = {}
     for name in _FINAL_METRICS:
         if name in ens.metrics:
@@ -273,6 +304,7 @@ def alignment_summary(
             "num_steps": int(ens.stats["num_steps"][s]),
             "num_rejected_steps": int(ens.stats["num_rejected_steps"][s]),
         }
+        row["sum_loss"] = {k: _floats(x[s] / theory.n)[0] for k, x in firsts.items()}
         for name in ("aligned", "in_cone"):
             if name in times:
                 row[name] = _floats(times[name][s])
@@ -280,15 +312,13 @@ def alignment_summary(
         seeds.append(row)
     return {
         "theory": scalars,
-        "times": {
-            "t1": _quantiles(t1),
-            "t2": _quantiles(times.get("t2", np.full(ens.num_seeds, np.nan))),
-            "norm_growth": _quantiles(
-                times.get("norm_growth", np.full(ens.num_seeds, np.nan))
-            ),
-            "tau_max": _quantiles(tau_max),
-            "t1_over_bound": _quantiles(ratio),
+        "time_units": {
+            "times": "mean-loss time t",
+            "times_sum_loss": f"sum-loss time t / n (n = {theory.n}), the theorem's",
         },
+        "times": {k: _quantiles(x) for k, x in firsts.items()}
+        | {"t1_over_bound": _quantiles(ratio)},
+        "times_sum_loss": {k: _quantiles(x / theory.n) for k, x in firsts.items()},
         "accuracy": {
             "rtol": float(ens.rtol),
             "statuses": sorted(set(map(str, ens.status_name))),
