@@ -83,11 +83,11 @@ def main():
         f"jaxflow.classify (min_loss 0).\n"
     )
     print(
-        "| width | lambda | spurious | at least squares | saddle | local min | global "
+        "| width | lambda | spurious | spurious / settled | at least squares | saddle | local min | global "
         "min | not stationary | failed | final loss (median) | largest polished "
         "grad | steps acc/rej (max) | flow s | classify s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     grid = np.full((len(widths), len(scales)), np.nan)
     start = time.perf_counter()
     for a, width in enumerate(widths):
@@ -101,7 +101,7 @@ def main():
             grid[a, b] = s["spurious"] / s["of"]
             print(
                 f"| {width} | {scale:g} | {s['spurious']}/{s['of']} | "
-                f"{s['at_least_squares']}/{s['of']} | {c.get('saddle', 0)} | "
+                f"{s['spurious']}/{s['settled']} | {s['at_least_squares']}/{s['of']} | {c.get('saddle', 0)} | "
                 f"{c.get('local minimum', 0)} | {c.get('global minimum', 0)} | "
                 f"{c.get('not stationary', 0)} | {c.get('failed', 0)} | "
                 f"{np.median(losses):.6f} | {acc['max_grad_norm_polished']:.1e} | "

@@ -86,6 +86,7 @@ def test_spurious_writes_verdicts_and_figure(tmp_path, capsys):
     assert "least squares beta=[-0.061538, 0.64359]  MSE=0.175043" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["of"] == 2 and summary["spurious"] == 2
+    assert summary["settled"] == 2 and summary["spurious_of_settled"] == 1.0
     for row in summary["seeds"]:
         v = row["verdict"]
         assert v["kind"] == "saddle" and v["escape"]["loss_decrease"] > 0

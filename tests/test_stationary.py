@@ -207,3 +207,37 @@ def test_hessian_on_living_neurons_equals_the_full_hessian():
     full = np.linalg.eigvalsh(np.asarray(H))
     ours, _ = jf.hessian_eigenvalues(flow, net, k=40)
     np.testing.assert_allclose(ours, full[:40], atol=1e-12)
+
+
+def test_the_fraction_spurious_is_given_among_all_and_among_settled_seeds():
+    # Seeds whose flow has not settled are neither spurious nor global: the summary
+    # gives the fraction both ways (Boursier and Flammarion's phase diagram).
+    from types import SimpleNamespace
+
+    data = jf.datasets.boursier_flammarion()
+    _, mse = jf.experiments.least_squares(data)
+
+    def verdict(kind, loss):
+        return SimpleNamespace(kind=kind, loss=loss, grad_norm=1e-14, as_dict=dict)
+
+    verdicts = [
+        verdict("saddle", mse),
+        verdict("not stationary", 0.1),
+        verdict("global minimum", 0.0),
+        verdict("not stationary", 0.2),
+        None,  # failed
+    ]
+    n = len(verdicts)
+    ens = SimpleNamespace(
+        seeds=np.arange(n),
+        status_name=np.array(["successful"] * n),
+        t_final=np.ones(n),
+        stats={k: np.ones(n, int) for k in ("num_steps", "num_rejected_steps",
+                                            "num_accepted_steps")},
+        rtol=1e-9,
+    )  # fmt: skip
+    s = jf.experiments.spurious_summary(ens, verdicts, data, 0.0)
+    assert (s["spurious"], s["of"], s["settled"]) == (1, 5, 2)
+    assert s["spurious_of_settled"] == 0.5
+    assert s["counts"] == {"saddle": 1, "not stationary": 2, "global minimum": 1,
+                           "failed": 1}  # fmt: skip

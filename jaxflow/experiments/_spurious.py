@@ -44,8 +44,15 @@ def classify_ensemble(flow, ens, **kwargs) -> list[Verdict | None]:
 
 def spurious_summary(ens, verdicts, data: Dataset, min_loss: float | None) -> dict:
     """Per seed: status, end time, final loss, verdict (with its evidence and escape);
-    over seeds: how many ended at each kind of point, and how many at the
-    least-squares loss. The content of `summary.json` written by `jaxflow spurious`."""
+    over seeds: how many ended at each kind of point, how many at the least-squares
+    loss, and the fraction spurious two ways. The content of `summary.json` written by
+    `jaxflow spurious`.
+
+    A seed whose flow has not settled (its verdict "not stationary", or no verdict)
+    is neither spurious nor global, so the fraction spurious among all seeds
+    (`spurious / of`) undercounts where many have not settled; `spurious_of_settled`
+    is the fraction among the `settled` seeds (None if none settled). Both are shown
+    because neither alone is the answer: a seed not settled may end either way."""
     beta, mse = least_squares(data)
     seeds, counts = [], {}
     for s, verdict in enumerate(verdicts):
@@ -67,11 +74,14 @@ def spurious_summary(ens, verdicts, data: Dataset, min_loss: float | None) -> di
         for v in verdicts
         if v is not None and v.kind in ("saddle", "local minimum") and v.loss > 1e-9
     )
+    settled = sum(1 for v in verdicts if v is not None and v.kind != "not stationary")
     return {
         "least_squares": {"beta": [float(b) for b in beta], "mse": mse},
         "min_loss": min_loss,
         "counts": counts,
         "spurious": spurious,
+        "settled": settled,
+        "spurious_of_settled": spurious / settled if settled else None,
         "at_least_squares": sum(bool(r.get("at_least_squares")) for r in seeds),
         "of": len(seeds),
         "accuracy": {
