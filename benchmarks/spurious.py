@@ -31,13 +31,13 @@ import jaxflow as jf
 HERE = Path(__file__).resolve().parent
 
 
-def cell(width, scale, seeds, t1, rtol):
+def cell(width, scale, seeds, t1, rtol, init_kind="balanced"):
     data = jf.datasets.boursier_flammarion()
     flow = jf.GradientFlow(jf.losses.square, data)
 
     def init(k):
         return jf.models.TwoLayerReLU(
-            1, width, scale=scale, bias=True, fan="width", key=k
+            1, width, scale=scale, init=init_kind, bias=True, fan="width", key=k
         )
 
     keys = jax.random.split(jax.random.key(width * 7919 + int(-np.log10(scale))), seeds)
@@ -68,6 +68,13 @@ def main():
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--t1", type=float, default=1e4)
     parser.add_argument("--rtol", type=float, default=1e-9)
+    parser.add_argument(
+        "--init",
+        choices=("balanced", "gaussian"),
+        default="balanced",
+        help="gaussian: every weight N(0, scale^2/width) alone, the 'unbalanced' "
+        "initialisation of Boursier and Flammarion's code",
+    )
     args = parser.parse_args()
     widths, scales, seeds = args.widths, args.scales, args.seeds
     if args.quick:
@@ -92,7 +99,9 @@ def main():
     start = time.perf_counter()
     for a, width in enumerate(widths):
         for b, scale in enumerate(scales):
-            s, flow_s, classify_s, ens = cell(width, scale, seeds, args.t1, args.rtol)
+            s, flow_s, classify_s, ens = cell(
+                width, scale, seeds, args.t1, args.rtol, args.init
+            )
             # Each cell compiles its own shapes; one process holding all of them runs
             # past the kernel's limit on memory maps (vm.max_map_count) and XLA aborts.
             jax.clear_caches()

@@ -70,6 +70,23 @@ def test_align_writes_summary_and_figures(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow  # (a spurious run's compilation)
+def test_spurious_takes_the_unbalanced_init(tmp_path, capsys):
+    import json
+
+    from jaxflow._cli import main
+
+    out = tmp_path / "bf"
+    main(
+        ["spurious", "--width", "10", "--seeds", "2", "--t1", "500", "--init",
+         "gaussian", "--escape-time", "10", "--quiet", "--out", str(out)]
+    )  # fmt: skip
+    assert "gaussian init scale 0.001" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["init"].startswith("gaussian ('unbalanced')")
+    assert summary["of"] == 2 and all(r["verdict"] for r in summary["seeds"])
+
+
 @pytest.mark.slow  # (48 s; the README command stays under 10 minutes; CI runs it)
 def test_spurious_writes_verdicts_and_figure(tmp_path, capsys):
     import json

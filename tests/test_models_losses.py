@@ -43,6 +43,16 @@ def test_init_variants():
     assert np.isclose(np.std(gauss.W), 0.5, rtol=0.02)
     assert np.isclose(np.std(gauss.v), 0.5, rtol=0.05)
     assert not np.allclose(gauss.conserved(), 0.0, atol=1e-3)
+    # Boursier and Flammarion's 'unbalanced' init (their code: hidden weights, biases
+    # and output weights each N(0, scale^2/width), drawn alone), as `jaxflow spurious
+    # --init gaussian` builds it.
+    m, lam = 4000, 0.3
+    unbalanced = jf.models.TwoLayerReLU(
+        1, m, scale=lam, init="gaussian", fan="width", bias=True, key=key
+    )
+    for x in (unbalanced.W, unbalanced.b, unbalanced.v):
+        assert np.isclose(np.std(x), lam / np.sqrt(m), rtol=0.05)
+    assert abs(np.corrcoef(np.abs(unbalanced.v), np.abs(unbalanced.b))[0, 1]) < 0.05
 
 
 def test_two_layer_relu_errors():

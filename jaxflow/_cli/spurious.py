@@ -39,7 +39,7 @@ def add_parser(commands) -> None:
     )
     add_options(data, n=40)
     model = parser.add_argument_group("model")
-    add_options(model, width=200, scale=1e-3)
+    add_options(model, width=200, scale=1e-3, init="balanced")
     solver = parser.add_argument_group("solver")
     add_options(solver, seeds=8, t1=1e4, rtol=1e-9, times=100, steady_state=1e-7)
     solver.add_argument(
@@ -69,9 +69,12 @@ def run(args) -> int:
     flow = jf.GradientFlow(jf.losses.square, data)
 
     def init(k):
+        # Boursier and Flammarion's N(0, scale^2/width) init: balanced (|v_j| the norm
+        # of (w_j, b_j)), or gaussian, every weight drawn alone (their 'unbalanced').
         return jf.models.TwoLayerReLU(
-            1, args.width, scale=args.scale, bias=True, fan="width", key=k
-        )
+            1, args.width, scale=args.scale, init=args.init, bias=True, fan="width",
+            key=k,
+        )  # fmt: skip
 
     stationary = jf.events.SteadyState(args.steady_state, atol=args.steady_state_atol)
     start = time.perf_counter()
@@ -101,7 +104,12 @@ def run(args) -> int:
         "n": data.n,
         "width": args.width,
         "scale": args.scale,
-        "init": "balanced, (w_j, b_j) ~ N(0, scale^2/width I), a_j = +-|(w_j, b_j)|",
+        "init": {
+            "balanced": "balanced, (w_j, b_j) ~ N(0, scale^2/width I), "
+            "a_j = +-|(w_j, b_j)|",
+            "gaussian": "gaussian ('unbalanced'), w_j, b_j, a_j ~ N(0, scale^2/width) "
+            "independently",
+        }[args.init],
         "loss": "mean square",
         "t1": args.t1,
         "steady_state": args.steady_state,
@@ -126,12 +134,13 @@ def _report(args, summary: dict, figure) -> str:
     run, ls, acc = summary["run"], summary["least_squares"], summary["accuracy"]
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["counts"].items()))
     lines = [
-        f"jaxflow spurious: {args.data} (n={run['n']}), width {args.width}, balanced "
-        f"init scale {args.scale:g}, mean square loss, {args.seeds} seed(s); flow "
+        f"jaxflow spurious: {args.data} (n={run['n']}), width {args.width}, "
+        f"{args.init} init scale {args.scale:g}, mean square loss, {args.seeds} seed(s); flow "
         f"{run['flow_s']:.1f} s, classification {run['classify_s']:.1f} s",
         f"least squares beta={np.round(ls['beta'], 6).tolist()}  MSE={ls['mse']:.6f}",
-        f"ended at     {counts}; spurious {summary['spurious']}/{summary['of']}, at "
-        f"the least-squares loss {summary['at_least_squares']}/{summary['of']}",
+        f"ended at     {counts}; spurious {summary['spurious']}/{summary['of']} "
+        f"({summary['spurious']}/{summary['settled']} of the settled), at the "
+        f"least-squares loss {summary['at_least_squares']}/{summary['of']}",
     ]
     for row in summary["seeds"][: args.show]:
         v = row["verdict"]
