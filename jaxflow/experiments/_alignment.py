@@ -277,10 +277,9 @@ def alignment_summary(
             np.nan,
         )
         tau_max = np.where(np.isneginf(tau_max), np.nan, tau_max)
-    t1 = times.get("t1", np.full(ens.num_seeds, np.nan))
     firsts = {name: times.get(name, np.full(ens.num_seeds, np.nan)) for name in _TIMES}
     firsts["tau_max"] = tau_max
-    ratio = t1 / theory.n / bound  # in the theorem's unit, sum-loss time
+    ratio = firsts["t1"] / theory.n / bound  # in the theorem's unit, sum-loss time
     final = {}
     for name in _FINAL_METRICS:
         if name in ens.metrics:
@@ -292,19 +291,14 @@ def alignment_summary(
             "seed": int(ens.seeds[s]),
             "status": str(ens.status_name[s]),
             "t_final": float(ens.t_final[s]),
-            "t1": _floats(t1[s])[0],
+            **{k: _floats(x[s])[0] for k, x in firsts.items()},
             "t1_bound": _floats(bound[s])[0],
             "t1_over_bound": _floats(ratio[s])[0],
-            "t2": _floats(times["t2"][s])[0] if "t2" in times else None,
-            "norm_growth": (
-                _floats(times["norm_growth"][s])[0] if "norm_growth" in times else None
-            ),
-            "tau_max": _floats(tau_max[s])[0],
+            "sum_loss": {k: _floats(x[s] / theory.n)[0] for k, x in firsts.items()},
             "dead_at_end": None if dead is None else int(dead[s].sum()),
             "num_steps": int(ens.stats["num_steps"][s]),
             "num_rejected_steps": int(ens.stats["num_rejected_steps"][s]),
         }
-        row["sum_loss"] = {k: _floats(x[s] / theory.n)[0] for k, x in firsts.items()}
         for name in ("aligned", "in_cone"):
             if name in times:
                 row[name] = _floats(times[name][s])

@@ -6,6 +6,10 @@ from pathlib import Path
 import numpy as np
 
 
+# The time axis of the figures: jaxflow's studies solve the mean loss.
+TIME = "t (mean loss)"
+
+
 def pyplot():
     import matplotlib
 
@@ -34,7 +38,7 @@ def alignment_panel(ax, ts, metrics, positive, gd=None) -> None:
         ax.plot([], [], "--", color="k", lw=1, label=gd[2])
     ax.set(
         ylim=(-1.05, 1.05),
-        xlabel="t (mean loss)",
+        xlabel=TIME,
         title="cos(mean neuron, x±), band: min-max",
     )
     ax.legend(fontsize=8)
@@ -73,7 +77,7 @@ def plot_alignment(
         ax.plot(ts, m[name], color="C0", label="flow")
         if gd is not None:
             ax.plot(gd[0], np.asarray(gd[1][name]), "--", color="k", lw=1, label=gd[2])
-        ax.set(xlabel="t (mean loss)", title=label, yscale=yscale)
+        ax.set(xlabel=TIME, title=label, yscale=yscale)
         ax.legend(fontsize=8)
     if images is not None:
         for c, (label, image) in enumerate(images.items()):
@@ -134,7 +138,7 @@ def plot_demo(ts, metrics, net, path: Path) -> Path:
     ax = axes[0, 1]
     ax.loglog(ts, m["loss"], label="loss")
     ax.loglog(ts, m["grad_norm"], label="‖∇L‖")
-    ax.set(xlabel="t (mean loss)", title="loss")
+    ax.set(xlabel=TIME, title="loss")
     ax.legend()
     ax = axes[1, 0]
     for name in ("frac_plus", "frac_minus", "frac_dead"):
@@ -143,14 +147,14 @@ def plot_demo(ts, metrics, net, path: Path) -> Path:
     ax.plot(ts, m["stable_rank"] / net.width, "k--", label=label)
     ax.set(
         xscale="log",
-        xlabel="t (mean loss)",
+        xlabel=TIME,
         title="fraction of neurons in S+, S-, dead",
     )
     ax.legend()
     ax = axes[1, 1]
     ax.loglog(ts, np.maximum(m["conserved_drift"], 1e-18))
     ax.set(
-        xlabel="t (mean loss)",
+        xlabel=TIME,
         title="relative drift of v_j² - ‖w_j‖² (exactness check)",
     )
     fig.savefig(path, dpi=110)
