@@ -169,3 +169,67 @@ def test_real_mnist_zero_vs_one():
     raw = jf.datasets.mnist(digits=(3, 8), split="test", center=False, root=root)
     assert raw.X.min() == 0.0 and raw.X.max() == 1.0
     assert raw.n == 1010 + 974
+
+
+def _read_gz(path, offset):
+    # The IDX layout by hand (16-byte header for images, 8 for labels), not read_idx.
+    return np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8, offset=offset)
+
+
+def test_real_mnist_centring_and_first_images():
+    root = mnist_root()
+    pixels = _read_gz(root / "train-images-idx3-ubyte.gz", 16).reshape(60000, 784)
+    labels = _read_gz(root / "train-labels-idx1-ubyte.gz", 8)
+    raw = pixels.astype(np.float64) / 255.0
+    # "all": x_i minus the mean image of all 60,000 training images, every digit.
+    pick = np.flatnonzero(labels <= 1)[:500]
+    data = jf.datasets.mnist(n=500, center="all", root=root)
+    assert np.allclose(data.X, raw[pick] - raw.mean(axis=0), rtol=0, atol=1e-12)
+    pair = jf.datasets.mnist(n=500, center="pair", root=root)
+    assert np.allclose(pair.X, raw[pick] - raw[pick].mean(axis=0), rtol=0, atol=1e-12)
+    assert np.array_equal(pair.X, jf.datasets.mnist(n=500, root=root).X)  # True
+    assert np.abs(data.X - pair.X).max() > 0.1
+    # images=50000: mnist.pkl.gz's training split, centred by the mean of its images.
+    first = np.flatnonzero(labels[:50000] <= 1)
+    split = jf.datasets.mnist(images=50000, center="all", root=root)
+    assert split.n == first.size and 10000 < first.size < 12665
+    assert int(np.sum(split.y > 0)) == int(np.sum(labels[:50000] == 0))
+    expected = raw[first] - raw[:50000].mean(axis=0)
+    assert np.allclose(split.X, expected, rtol=0, atol=1e-12)
+
+
+def test_centring_and_images_arguments(tmp_path, tiny):
+    images, labels = tiny
+    _write_idx(tmp_path, "train", *tiny)
+    raw = images.reshape(12, -1) / 255.0
+    data = jf.datasets.mnist(root=tmp_path, images=5, center="all")
+    # Of the first five images (labels 0, 1, 2, 1, 0), the 0s and 1s, centred by the
+    # mean of all five.
+    pick = [0, 1, 3, 4]
+    assert np.allclose(data.X, raw[pick] - raw[:5].mean(axis=0), rtol=0, atol=1e-12)
+    assert np.array_equal(data.y, [1.0, -1.0, -1.0, 1.0])
+    none = jf.datasets.mnist(root=tmp_path, images=5, center=False)
+    assert np.allclose(none.X, raw[pick], rtol=0, atol=1e-12)
+    with pytest.raises(
+        ValueError,
+        match=r"`center` must be True, False, 'pair' or 'all', got 'mean'",
+    ):
+        jf.datasets.mnist(root=tmp_path, center="mean")
+    with pytest.raises(ValueError, match=r"`center` must be .*, got 1\."):
+        jf.datasets.mnist(root=tmp_path, center=1)
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(
+            ValueError,
+            match=rf"`images` must be None \(all\) or a positive int, got {re.escape(repr(bad))}\.",
+        ):
+            jf.datasets.mnist(root=tmp_path, images=bad)
+    with pytest.raises(
+        ValueError,
+        match=r"`images` must be at most 12 \(the train split holds 12 images\), got 13",
+    ):
+        jf.datasets.mnist(root=tmp_path, images=13)
+    # Too few images to hold both digits: the digits check names what they hold.
+    with pytest.raises(
+        ValueError, match=r"\(its first 1\) hold only one of them: no 1"
+    ):
+        jf.datasets.mnist(root=tmp_path, images=1)

@@ -192,3 +192,30 @@ def test_bad_inputs_name_the_value():
         jf.losses.population(teacher, jf.datasets.boursier_flammarion())
     with pytest.raises(ValueError, match="`n` must be a positive int, got 0"):
         jf.datasets.GaussianTeacher(teacher).sample(jax.random.key(0), 0)
+
+
+def _effective(model, flow):
+    return model.v[0] * jnp.linalg.norm(model.W[0])
+
+
+def _phi(model, flow):
+    """pi - angle(w, v*), by arccos: phi stays away from 0 here."""
+    w, v = model.W[0], flow.data.teacher.end_to_end()
+    return jnp.pi - jnp.arccos(w @ v / (jnp.linalg.norm(w) * jnp.linalg.norm(v)))
+
+
+def test_width_one_two_layer_net_is_the_depth_two_neuron():
+    # TwoLayerReLU at m = 1 with v > 0 against the reduced ODEs, derived separately.
+    flow = jf.experiments.teacher_flow(jax.random.key(0), 5)
+    net = jf.models.TwoLayerReLU(5, 1, scale=0.3, key=jax.random.key(1))
+    net = eqx.tree_at(lambda n: n.v, net, jnp.abs(net.v))
+    ts = jnp.array([1.0, 5.0, 20.0])
+    metrics = {"r": _effective, "phi": _phi}
+    sol = jf.solve(flow, net, t1=20.0, ts=ts, rtol=1e-12, metrics=metrics)
+    assert sol.status_name == "successful"
+    r, phi = jf.experiments.magnitude_angle(
+        2, float(_effective(net, flow)), float(_phi(net, flow)), ts
+    )
+    np.testing.assert_allclose(sol.metrics["r"], r, rtol=1e-8)
+    np.testing.assert_allclose(sol.metrics["phi"], phi, rtol=1e-8)
+    assert phi[0] < 3.0 and phi[-1] > np.pi - 1e-3  # it learns the teacher

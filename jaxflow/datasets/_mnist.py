@@ -14,6 +14,7 @@ from ._download import download as _download, mirrors as _mirrors
 
 
 _MAGIC = {"images": 2051, "labels": 2049}
+_CENTERS = ("pair", "all")
 _PREFIX = {"train": "train", "test": "t10k"}
 _FILES = (
     "the four standard IDX files (train-images-idx3-ubyte.gz, "
@@ -221,10 +222,11 @@ def mnist(
     digits: tuple[int, int] = (0, 1),
     split: str = "train",
     n: int | None = None,
-    center: bool = True,
+    center: bool | str = True,
     root: str | os.PathLike | None = None,
     download: bool = True,
     progress: bool = True,
+    images: int | None = None,
 ) -> Dataset:
     r"""Two MNIST digits as a binary data set (Min, Mallada, Vidal 2024, Fig. 2).
 
@@ -263,12 +265,22 @@ def mnist(
     - `split`: `"train"` (60,000 images) or `"test"` (10,000).
     - `n`: keep the first `n` images of the two digits in file order; all by default
         (digits 0 and 1: 12,665 training images).
-    - `center`: subtract the mean image of the selected set ($x_i - \bar x$).
+    - `center`: which mean image $\bar x$ to subtract ($x_i - \bar x$):
+        - `True` or `"pair"` (default): the mean of the selected images (the two digits,
+            after `n`);
+        - `"all"`: the mean of all images read, every digit (the first `images` of the
+            split, or all of it), as in the later public code of Min et al.
+            (hanchmin/pReLU_ICML24);
+        - `False`: none.
     - `root`: folder holding the files (or holding them in `mnist/`); with
         `download=False` it must exist.
     - `download`: download the files the place lacks (see above). With `False`,
         nothing is downloaded and missing files are an error.
     - `progress`: show a progress bar on stderr for each file downloaded.
+    - `images`: read only the first `images` images of the split's file, before the
+        digits are selected; all by default. `images=50000` with `split="train"` is the
+        training split of the classic `mnist.pkl.gz` (the first 50,000 images of the
+        standard training file), which Min et al.'s later code loads.
 
     **Returns:**
 
@@ -293,6 +305,8 @@ def mnist(
     ```python
     data = jf.datasets.mnist(digits=(3, 8), split="test")  # downloads on first use
     offline = jf.datasets.mnist(root="data/mnist", download=False)
+    # mnist.pkl.gz's training split, centred by the mean of all its digits
+    later = jf.datasets.mnist(images=50000, center="all")
     ```
     """
     for name, value in (("download", download), ("progress", progress)):
@@ -310,14 +324,32 @@ def mnist(
         )
     if split not in _PREFIX:
         raise ValueError(f"mnist: `split` must be 'train' or 'test', got {split!r}.")
-    images_path, labels_path = _locate(split, root, download, progress)
-    images = read_idx(images_path, "images")
-    labels = read_idx(labels_path, "labels")
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+    # Not `center in (True, False, ...)`: 0 and 1 compare equal to False and True.
+    if not (isinstance(center, bool) or center in _CENTERS):
         raise ValueError(
-            f"mnist: images of shape {images.shape} and labels of shape "
+            f"mnist: `center` must be True, False, 'pair' or 'all', got {center!r}."
+        )
+    if images is not None and (
+        isinstance(images, bool) or not isinstance(images, int) or images < 1
+    ):
+        raise ValueError(
+            f"mnist: `images` must be None (all) or a positive int, got {images!r}."
+        )
+    images_path, labels_path = _locate(split, root, download, progress)
+    pixels = read_idx(images_path, "images")
+    labels = read_idx(labels_path, "labels")
+    if pixels.ndim != 3 or labels.ndim != 1 or pixels.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"mnist: images of shape {pixels.shape} and labels of shape "
             f"{labels.shape} do not match."
         )
+    if images is not None:
+        if images > labels.size:
+            raise ValueError(
+                f"mnist: `images` must be at most {labels.size} (the {split} split "
+                f"holds {labels.size} images), got {images!r}."
+            )
+        pixels, labels = pixels[:images], labels[:images]
     held = np.unique(labels).tolist()
     missing = [k for k in digits if k not in held]
     if missing:
@@ -328,7 +360,8 @@ def mnist(
         )
         raise ValueError(
             f"mnist: `digits` is {tuple(digits)!r}, but the labels in {labels_path} "
-            f"hold {which}; they hold digits {held}. Choose two of those."
+            + ("" if images is None else f"(its first {images}) ")
+            + f"hold {which}; they hold digits {held}. Choose two of those."
         )
     keep = np.flatnonzero((labels == digits[0]) | (labels == digits[1]))
     if n is not None:
@@ -338,8 +371,11 @@ def mnist(
                 f"got {n!r}."
             )
         keep = keep[:n]
-    X = images[keep].reshape(keep.size, -1).astype(np.float64) / 255.0
-    if center:
+    X = pixels[keep].reshape(keep.size, -1).astype(np.float64) / 255.0
+    if center == "all":
+        flat = pixels.reshape(pixels.shape[0], -1)
+        X = X - flat.mean(axis=0, dtype=np.float64, keepdims=True) / 255.0
+    elif center:  # True or "pair"
         X = X - X.mean(axis=0, keepdims=True)
     y = np.where(labels[keep] == digits[0], 1.0, -1.0)
     return Dataset(X, y)

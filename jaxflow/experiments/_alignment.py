@@ -1,14 +1,16 @@
 r"""Early neuron alignment: Min, Mallada, Vidal, "Early neuron alignment in two-layer
 ReLU networks with small initialization" (ICLR 2024, arXiv 2307.12851).
 
-Theorem 1: with a small enough initialisation scale $\varepsilon$, by
+Theorem 1 (as stated in Section 3.1 of arXiv 2307.12851v2, with the constants of its
+Appendices C and D): with a small enough initialisation scale $\epsilon$, by
 
 $$t_1 = \frac{16 \log n}{\min\{\zeta, \xi\}\,\sqrt{\mu}\,X_{\min}}$$
 
 every neuron is in its own cone, $w_j \in S_{\operatorname{sign} v_j} \cup S_{\rm dead}$;
-the loss then drops (at $t_2 = \Theta(\log(1/\varepsilon))$) and decays like $1/t$. The
-theorems are stated for the sum loss: their times are sum-loss times, $t / n$ for a
-mean-loss run's time $t$.
+after $t_2 = \Theta(\frac1n\log\frac{1}{\sqrt h\epsilon})$ the loss is at most
+$L(t_2) / (L(t_2)\,\alpha\,(t - t_2) + 1)$, and the stable rank of $W$ has limsup at
+most 2. The theorem is stated for the sum loss: its times are sum-loss times, $t / n$
+for a mean-loss run's time $t$. `AlignmentTheory` quotes it and defines each constant.
 """
 
 import math
@@ -39,11 +41,30 @@ def _floats(x) -> list:
 
 
 # The fields of `AlignmentTheory` that are one number per data set (and seed).
-_THEORY_SCALARS = "mu X_min X_max cone_sin init_margin zeta xi t1_bound".split()
+_THEORY_SCALARS = (
+    "mu X_min X_max zeta1 zeta2 zeta xi t1_bound alpha log_eps log_eps_max".split()
+)
 
 
 class AlignmentTheory(eqx.Module):
-    r"""The quantities of Min et al.'s Theorem 1 for one data set (and initialisation).
+    r"""The constants of Min, Mallada and Vidal's Theorem 1 (arXiv 2307.12851v2,
+    Section 3.1 and Appendices C and D) for one data set (and initialisation).
+
+    The theorem, as stated (Section 3.1): "Given some initialization from (3), if
+    $\epsilon = O\big(\frac{1}{\sqrt h}\exp(-\frac{n}{\sqrt\mu}\log n)\big)$, then for
+    any regular solution to the gradient flow dynamics (2), we have 1. (Directional
+    convergence in early alignment phase) $\exists t_1 = O(\frac{\log n}{\sqrt\mu})$,
+    such that $\forall j \in V_+$, either $w_j(t_1) \in S_+$ or
+    $w_j(t_1) \in S_{\rm dead}$ [...] 2. (Final convergence and low-rank bias) [...]
+    $\exists \alpha > 0$ and $\exists t_2$ with
+    $t_1 \le t_2 = \Theta(\frac1n \log\frac{1}{\sqrt h \epsilon})$, such that
+    $L(t) \le \frac{L(t_2)}{L(t_2)\alpha(t - t_2) + 1}$, $\forall t \ge t_2$. As
+    $t \to \infty$, $\|W(t)\| \to \infty$ and
+    $\|W(t)\|_F^2 \le 2\|W(t)\|_2^2 + O(\epsilon)$." The loss is the sum
+    $L = \sum_i \ell(y_i, f(x_i))$, so every time here is a sum-loss time ($t / n$
+    for a mean-loss run's time $t$). Appendix C makes $t_1$ explicit,
+    "$t_1 = \frac{16 \log n}{\min\{\zeta,\xi\}\sqrt\mu X_{\min}}$", and Appendix D
+    gives "$\alpha = \frac{(\mu X_{\min})^2}{32 X_{\max}}$".
 
     **Fields:**
 
@@ -52,25 +73,38 @@ class AlignmentTheory(eqx.Module):
         needs $\mu > 0$).
     - `x_plus`, `x_minus`: the centres $x_\pm = \sum_{y_i = \pm 1} x_i$.
     - `X_min`, `X_max`: the smallest and largest $\|x_i\|$.
-    - `cone_sin`: $\sin\theta$, with $\theta$ the half-angle of the widest cone around
-        $x_\pm$ that lies inside $S_\pm$, the smaller of the two:
-        $\min_\pm \min_i |\cos(x_\pm, x_i)|$ (0 if some $x_i$ is on the wrong side
-        of $x_\pm$'s hyperplane). A centre with no data counts as no constraint.
-    - `init_margin`: $\min_j \big(1 - \cos(w_j(0), x_{-\operatorname{sign} v_j})\big)$,
-        how far the initial neurons are from the wrong centre (`nan` without a model).
-    - `zeta`: $\min\{1 - \cos\theta,\ \text{init\_margin}\}$.
-    - `xi`: $\sin\theta$ (`cone_sin`).
+    - `zeta1`: Lemma 8's $\zeta_1$, the largest with $S^{\zeta_1}_{x_\pm} \subset S_\pm$,
+        where $S^\zeta_x = \{z : \cos(z, x) \ge \sqrt{1 - \zeta}\}$. The cap around
+        $x_\pm$ stays inside $S_\pm$ until it touches a hyperplane $x_i^\perp$, so
+        $\zeta_1 = \min_\pm \min_i \cos^2(x_\pm, x_i)$, and 0 if some $x_i$ is on the
+        wrong side of a centre. A centre with no data is no constraint.
+    - `zeta2`: eq. (26)'s $\zeta_2$, the largest with
+        $\cos(w_j(0), x_{-\operatorname{sign} v_j}) \le \sqrt{1 - \zeta_2}$ for every
+        neuron: $1 - \max(0, \max_j \cos(w_j(0), x_{-\operatorname{sign} v_j}))^2$
+        (`nan` without a model).
+    - `zeta`: $\min\{\zeta_1, \zeta_2\}$ ($\zeta_1$ without a model). The paper prints
+        "$\zeta := \max\{\zeta_1, \zeta_2\}$"; its proof uses both (19) and (26), which
+        hold only for the smaller, so the minimum is taken here.
+    - `xi`: Lemma 9's $\xi$, the largest with $|\cos(x_1, x_2)| \le \sqrt{1 - \xi}$ for
+        all $x_1$ in the cone spanned by the $y_i x_i$ and $x_2$ outside
+        $S_+ \cup S_-$. The nearest such $x_2$ to $x_1$ lies on a hyperplane
+        $x_i^\perp$, at $|\cos| = \sqrt{1 - \cos^2(x_1, x_i)}$, and
+        $\min_{x_1} |\cos(x_1, x_i)|$ over the cone is reached at a generator: so
+        $\xi = \mu^2$ (0 when $\mu \le 0$). Derived here, checked by Monte Carlo in
+        the tests.
     - `t1_bound`: $16 \log n / (\min\{\zeta, \xi\}\sqrt{\mu}\,X_{\min})$, in sum-loss
-        time (a mean-loss run reaches it at $n$ times this); `inf` when $\mu \le 0$
-        (the theorem does not apply).
-
-    The paper's appendix defines $\zeta$ and $\xi$ as angular margins without one
-    closed form we could compute for any data set; the two above are our reading of
-    them (Min, Mallada and Vidal, arXiv 2307.12851): $\zeta$ combines the distance of the initial neurons
-    from the wrong centre with the width of the cones around $x_\pm$, $\xi$ the
-    separation between the centres and the directions outside $S_+ \cup S_-$. The
-    requirement on $\varepsilon$ (exponentially small in $n / \sqrt{\mu}$) has no
-    explicit constant there and is not computed.
+        time; `inf` when $\mu \le 0$ or $\min\{\zeta, \xi\} = 0$ (the theorem does not
+        apply).
+    - `alpha`: $(\mu X_{\min})^2 / (32 X_{\max})$, the constant of the loss bound
+        (sum loss, sum-loss time; `nan` when $\mu \le 0$).
+    - `log_eps`: $\log \max_j \|w_j(0)\|$, the natural log of the initialisation
+        scale $\epsilon$ with $W_0$ normalised to $\max_j \|[W_0]_{:,j}\| = 1$
+        (`nan` without a model).
+    - `log_eps_max`: the natural log of the largest $\epsilon$ that eq. (28) allows
+        (same normalisation): $\min\big\{\frac{\min\{\mu,\zeta,\xi\}\sqrt\mu X_{\min}}
+        {4\sqrt h\, n X_{\max}^2}, \frac{1}{\sqrt h}\exp\big(-\frac{64 n X_{\max}
+        \log n}{\min\{\zeta,\xi\}\sqrt\mu X_{\min}}\big)\big\}$ (`nan` without a
+        model, $-\infty$ when the theorem does not apply).
     """
 
     n: int = eqx.field(static=True)
@@ -79,11 +113,14 @@ class AlignmentTheory(eqx.Module):
     x_minus: Float[Array, " d"]
     X_min: Float[Array, ""]
     X_max: Float[Array, ""]
-    cone_sin: Float[Array, ""]
-    init_margin: Float[Array, ""]
+    zeta1: Float[Array, ""]
+    zeta2: Float[Array, ""]
     zeta: Float[Array, ""]
     xi: Float[Array, ""]
     t1_bound: Float[Array, ""]
+    alpha: Float[Array, ""]
+    log_eps: Float[Array, ""]
+    log_eps_max: Float[Array, ""]
 
     def as_dict(self) -> dict:
         """The scalars as Python floats for JSON (lists, one per seed, when stacked
@@ -98,8 +135,9 @@ class AlignmentTheory(eqx.Module):
 def alignment_theory(
     data: Dataset, model: TwoLayerReLU | None = None
 ) -> AlignmentTheory:
-    """Min et al.'s Theorem 1 quantities for `data` (and the initial `model`, for the
-    margin of the initial neurons from the wrong centre).
+    """Min, Mallada and Vidal's Theorem 1 constants for `data` (and the initial
+    `model`, for $\\zeta_2$ and the requirement on $\\epsilon$); see
+    `AlignmentTheory` for the statement and each constant.
 
     **Arguments:**
 
@@ -123,16 +161,20 @@ def alignment_theory(
     norms = jnp.linalg.norm(X, axis=1)
     signs = jnp.sign(y)
 
-    def cone(centre, sign):
+    def cap(centre, sign):
         if not bool(jnp.any(signs == sign)):
             return jnp.array(1.0, X.dtype)
         c = _cos_rows(X, centre)
         right = jnp.all(jnp.where(signs == sign, c > 0, c < 0))
-        return jnp.where(right, jnp.min(jnp.abs(c)), 0.0)
+        return jnp.where(right, jnp.min(c**2), 0.0)
 
-    cone_sin = jnp.minimum(cone(data.x_plus, 1.0), cone(data.x_minus, -1.0))
+    zeta1 = jnp.minimum(cap(data.x_plus, 1.0), cap(data.x_minus, -1.0))
+    mu = data.separation()
+    X_min, X_max = jnp.min(norms), jnp.max(norms)
+    xi = jnp.where(mu > 0, mu**2, 0.0)
     if model is None:
-        init_margin = jnp.array(jnp.nan, X.dtype)
+        zeta2 = log_eps = jnp.array(jnp.nan, X.dtype)
+        zeta = zeta1
     else:
         wrong = jnp.where(
             model.v[:, None] > 0, data.x_minus[None, :], data.x_plus[None, :]
@@ -141,27 +183,42 @@ def alignment_theory(
             jnp.linalg.norm(model.W, axis=1) * jnp.linalg.norm(wrong, axis=1),
             jnp.finfo(X.dtype).tiny,
         )
-        init_margin = jnp.min(1.0 - cos)
-    cone_margin = 1.0 - jnp.sqrt(1.0 - cone_sin**2)
-    zeta = jnp.fmin(cone_margin, init_margin)  # fmin: nan (no model) is ignored
-    xi = cone_sin
-    mu = data.separation()
-    X_min = jnp.min(norms)
+        zeta2 = 1.0 - jnp.maximum(jnp.max(cos), 0.0) ** 2
+        zeta = jnp.minimum(zeta1, zeta2)
+        log_eps = jnp.log(jnp.max(jnp.linalg.norm(model.W, axis=1)))
     gamma = jnp.minimum(zeta, xi)
-    bound = 16.0 * math.log(data.n) / (gamma * jnp.sqrt(jnp.maximum(mu, 0.0)) * X_min)
-    bound = jnp.where((mu > 0) & (gamma > 0), bound, jnp.inf)
+    applies = (mu > 0) & (gamma > 0)
+    root_mu = jnp.sqrt(jnp.maximum(mu, 0.0))
+    safe = jnp.where(applies, gamma * root_mu * X_min, 1.0)
+    bound = jnp.where(applies, 16.0 * math.log(data.n) / safe, jnp.inf)
+    alpha = jnp.where(mu > 0, (mu * X_min) ** 2 / (32.0 * X_max), jnp.nan)
+    if model is None:
+        log_eps_max = jnp.array(jnp.nan, X.dtype)
+    else:
+        h, n = model.W.shape[0], data.n
+        first = jnp.log(
+            jnp.minimum(jnp.minimum(mu, zeta), xi)
+            * root_mu
+            * X_min
+            / (4.0 * math.sqrt(h) * n * X_max**2)
+        )
+        second = -0.5 * math.log(h) - 64.0 * n * X_max * math.log(n) / safe
+        log_eps_max = jnp.where(applies, jnp.minimum(first, second), -jnp.inf)
     return AlignmentTheory(
         n=data.n,
         mu=mu,
         x_plus=data.x_plus,
         x_minus=data.x_minus,
         X_min=X_min,
-        X_max=jnp.max(norms),
-        cone_sin=cone_sin,
-        init_margin=init_margin,
+        X_max=X_max,
+        zeta1=zeta1,
+        zeta2=zeta2,
         zeta=zeta,
         xi=xi,
         t1_bound=bound,
+        alpha=alpha,
+        log_eps=log_eps,
+        log_eps_max=log_eps_max,
     )
 
 
