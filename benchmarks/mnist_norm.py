@@ -60,7 +60,7 @@ def data_of(variant, args):
     center, images = VARIANTS[variant]
     n = {"a": args.n, "b": args.n, "c": args.n_split or None, "d": None}[variant]
     data = jf.datasets.mnist(
-        digits=(0, 1), n=n, center=center, images=images, root=args.root,
+        digits=tuple(args.digits), n=n, center=center, images=images, root=args.root,
         download=False,
     )  # fmt: skip
     return data, center, images
@@ -144,6 +144,9 @@ def main():
     )
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument(
+        "--digits", type=int, nargs=2, default=[0, 1], help="the +1 digit, the -1 digit"
+    )
+    parser.add_argument(
         "--root", default=os.environ.get("JAXFLOW_DATA"), help="MNIST folder"
     )
     args = parser.parse_args()
@@ -154,7 +157,7 @@ def main():
         f"{jf.__version__}\n"
     )
     print(
-        f"Digits 0 (+1) vs 1 (-1), width {args.width}, gaussian init N(0, "
+        f"Digits {args.digits[0]} (+1) vs {args.digits[1]} (-1), width {args.width}, gaussian init N(0, "
         f"{args.scale:g}^2) per entry (seed {args.seed}), mean exponential loss, "
         f"kinks={args.kinks}, rtol {args.rtol:g}, float64. Input scale c: the flow "
         f"on c x, read at t = {args.t:g} through homogeneity from one solve on x "
