@@ -139,9 +139,10 @@ def cell(width, scale, seeds, t1, rtol, init_kind="balanced", resolve=None,
     after, again = None, _unsettled(ens, verdicts)
     still = 0
     if resolve is not None and again.size:
+        moving = _seed(ens.final, again)
 
         def final(k):  # the key is the seed's place in `again`
-            return _seed(ens.final, again[int(jax.random.key_data(k)[-1])])
+            return _seed(moving, jax.random.key_data(k)[-1])
 
         start = time.perf_counter()
         more = _solve(
