@@ -1,9 +1,12 @@
 """Seed ensembles: batched against sequential solves, throughput and memory against batch
-size, segments with per-seed termination on heavy-tailed finishing times, and memory
-bounded by the chunk size on MNIST (1024 seeds of the 0-vs-1 problem, n=2000).
+size, segments with per-seed termination on heavy-tailed finishing times, memory
+bounded by the chunk size on MNIST (1024 seeds of the 0-vs-1 problem, n=2000), and
+seeds per second over several processes (JAX's distributed runtime, and job arrays).
 
     python benchmarks/ensemble.py                  # all sections, a table each
     python benchmarks/ensemble.py --sections 1 3   # some of them
+    python benchmarks/ensemble.py --sections 5 --processes 1 2 4
+    python benchmarks/ensemble.py --sections 5 --processes 1 2 --process-seeds 256
     python benchmarks/ensemble.py --quick          # smaller sizes, for a smoke run
 
 Peak memory is measured in a fresh subprocess per configuration: the process's maximum
@@ -17,8 +20,11 @@ import json
 import os
 import platform
 import resource
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -330,11 +336,175 @@ def section_mnist_memory(seeds: int, batch_sizes, n: int, t1: float):
         )
 
 
+def _process_child(config: dict) -> None:
+    """One process of section 5: its share of the seeds, timed; JSON on stdout."""
+    start = time.perf_counter()
+    if config["mode"] == "distributed":
+        jax.distributed.initialize(
+            f"127.0.0.1:{config['port']}", config["processes"], config["process"]
+        )
+    joined = time.perf_counter()
+    flow, init = separable_problem()
+    keys = jax.random.split(jax.random.key(2), config["seeds"])
+    part = (
+        (config["process"], config["processes"]) if config["mode"] == "part" else None
+    )
+    ens, wall = timed(
+        lambda: jf.solve_ensemble(
+            flow,
+            init,
+            keys,
+            t1=config["t1"],
+            ts=jnp.geomspace(config["t1"] * 1e-3, config["t1"], 20),
+            rtol=config["rtol"],
+            segments=8,
+            save_models=False,
+            kinks=KINKS,
+            checkpoint_dir=config["out"],
+            part=part,
+        )
+    )
+    print(
+        json.dumps(
+            {
+                "initialize": joined - start,
+                "solve": wall,
+                "seeds": int(ens.num_seeds),
+                "ok": bool(ens.succeeded.all()),
+                "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        )
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def section_processes(counts, seeds: int, t1: float, rtol: float):
+    print(
+        f"\n## 5. Beyond one process: {seeds} seeds (separable n=200, d=20, width 50, "
+        f"scale 1e-6, t1={t1:g}, rtol {rtol:g}, kinks={KINKS}, 8 segments, "
+        "checkpointed), split over P processes of one CPU device each, all started at "
+        "once; JAX's distributed runtime (a coordinator on 127.0.0.1, the parts "
+        "joined into every process) or a job array (--part I/P, no runtime)\n"
+    )
+    work = Path(tempfile.mkdtemp(prefix="jaxflow-processes-"))
+    # Compiled programs shared by the processes, as JAX's persistent cache on a shared
+    # file system would: the first row fills it.
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(work / "xla-cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+    env.pop("XLA_FLAGS", None)
+
+    def run(mode: str, processes: int) -> dict:
+        out = work / f"{mode}-{processes}-{time.monotonic_ns()}"
+        port = _free_port()
+        start = time.perf_counter()
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--process-child",
+                    json.dumps(
+                        dict(
+                            mode=mode,
+                            processes=processes,
+                            process=i,
+                            port=port,
+                            seeds=seeds,
+                            t1=t1,
+                            rtol=rtol,
+                            out=str(out),
+                        )
+                    ),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )  # fmt: skip
+            for i in range(processes)
+        ]
+        results = []
+        for child in children:
+            stdout, stderr = child.communicate(timeout=3600)
+            if child.returncode != 0:
+                raise RuntimeError(stderr[-3000:])
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+        wall = time.perf_counter() - start
+        written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        joined = jf.load_ensemble(out)
+        return dict(
+            wall=wall,
+            solve=max(r["solve"] for r in results),
+            initialize=max(r["initialize"] for r in results),
+            rss=max(r["rss_gib"] for r in results),
+            ok=all(r["ok"] for r in results) and joined.num_seeds == seeds,
+            bytes_per_seed=written / seeds,
+            final=np.asarray(joined.final["W"]),
+        )
+
+    print(
+        "| path | processes | seeds each | wall s (start to exit) | slowest solve s | "
+        "initialize s | seeds/s (wall) | speed-up (wall) | peak RSS GiB a process | "
+        "run directory bytes a seed, at the end | all succeeded, joined equal to one process |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    cold = run("single", 1)
+    rows = [("one process, cold (compiles)", 1, cold)]
+    base = run("single", 1)
+    rows.append(("one process (solve_ensemble)", 1, base))
+    rows.append(("distributed runtime, 1 process", 1, run("distributed", 1)))
+    rows.append(("part 0/1", 1, run("part", 1)))
+    for p in counts:
+        if p > 1:
+            rows.append(("distributed runtime", p, run("distributed", p)))
+            rows.append(("job array (--part I/P)", p, run("part", p)))
+    for label, p, r in rows:
+        equal = r["ok"] and np.array_equal(r["final"], base["final"])
+        print(
+            f"| {label} | {p} | {-(-seeds // p)} | {r['wall']:.2f} | {r['solve']:.2f} | "
+            f"{r['initialize']:.2f} | {seeds / r['wall']:.2f} | "
+            f"{base['wall'] / r['wall']:.2f} | {r['rss']:.2f} | "
+            f"{r['bytes_per_seed']:.0f} | {equal} |",
+            flush=True,
+        )
+    over = {label: r["wall"] / base["wall"] for label, p, r in rows[2:4]}
+    print(
+        "\nAt one process, wall against the one-process path: "
+        + ", ".join(f"{label} {ratio:.3f}x" for label, ratio in over.items())
+        + f". Compilation (cold minus warm, one process): "
+        f"{cold['wall'] - base['wall']:.1f} s."
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", type=int, nargs="*", default=[1, 2, 3, 4])
+    parser.add_argument("--sections", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="*",
+        default=[1, 2, 4],
+        help="section 5: the numbers of processes",
+    )
+    parser.add_argument(
+        "--process-seeds",
+        type=int,
+        default=None,
+        help="section 5: the number of seeds (default 64, --quick 16)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--process-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # MNIST: JAXFLOW_DATA, else the project's shared data beside the checkout.
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -342,6 +512,8 @@ def main():
         os.environ["JAXFLOW_DATA"] = str(shared)
     if args.child is not None:
         return _child(json.loads(args.child))
+    if args.process_child is not None:
+        return _process_child(json.loads(args.process_child))
     device = jax.devices()[0]
     print(
         f"# jaxflow ensemble benchmark: {platform.machine()}, {device.platform} "
@@ -370,6 +542,9 @@ def main():
             section_mnist_memory(
                 1024, [64, 256] if cpu else [64, 256, 1024], 2000, 1e-4 if cpu else 10.0
             )
+    if 5 in args.sections:
+        seeds = args.process_seeds or (16 if quick else 64)
+        section_processes(args.processes, seeds, 10.0 if quick else 100.0, 1e-8)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from ._errors import describe, describe_tree
 from ._flow import GradientFlow
 from ._integrate import Integrator, Outcome, advance, running
 from ._options import Options, default_atol, explained, prepare, resolve
-from ._results import Ensemble
+from ._results import Ensemble, concatenate
 from .events._events import AbstractEvent
 from .metrics import default_metrics
 
@@ -202,8 +202,16 @@ def _bucket(count: int, batch_size: int, multiple: int) -> int:
 class _Devices:
     """Places chunks of seeds on the devices: split over them along the seed axis."""
 
-    def __init__(self, devices):
-        self.devices = list(jax.devices() if devices is None else devices)
+    def __init__(self, devices, fname: str):
+        # In a multi-process run each process solves its own part on its own devices.
+        self.devices = list(jax.local_devices() if devices is None else devices)
+        foreign = [d for d in self.devices if d.process_index != jax.process_index()]
+        if foreign:
+            raise ValueError(
+                f"{fname}: `devices` must be devices of this process (process "
+                f"{jax.process_index()}): each process solves its own part of the "
+                f"seeds on its own devices; got {foreign}."
+            )
         self.mesh = None
         if len(self.devices) > 1:
             mesh = self.mesh = jax.sharding.Mesh(np.array(self.devices), ("seeds",))
@@ -225,10 +233,6 @@ class _Devices:
 
     @staticmethod
     def get(tree):
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.process_allgather(tree, tiled=True)
         return jax.tree.map(np.asarray, tree)
 
 
@@ -258,6 +262,7 @@ def solve_ensemble(
     callback: Callable[[int, float], None] | None = None,
     throw: bool = False,
     vectorize: bool | None = None,
+    part: tuple[int, int] | None = None,
 ) -> Ensemble:
     r"""Solve the gradient flow from many random initialisations: `jaxflow.solve` per
     seed, in chunks (on the CPU each seed gets the bits of `jaxflow.solve` on it alone;
@@ -292,15 +297,27 @@ def solve_ensemble(
         `jaxflow show RUN_DIR`). For the whole call the directory is locked: a `lock`
         file holds this process's host name and PID, and is removed at the end, also
         when the call raises. A second call on the same directory meanwhile raises a
-        `ValueError` naming the holder; a lock left by a process no longer running on
-        this host (killed) is taken over, with a warning. A directory that holds a
+        `ValueError` naming the holder. The holder refreshes the lock's modification
+        time every 30 s; a lock left by a process no longer running on this host
+        (killed), or by one on another host that has not refreshed it for 5 minutes, is
+        taken over, with a warning. A directory that holds a
         checkpoint or results of a different run, or an unreadable (truncated or
         corrupted) checkpoint or results file, raises a `ValueError` that names the
         file and how to start again; two runs are never mixed.
     - `progress`: show a progress bar over segments (seeds finished, min and median
         time reached).
-    - `devices`: the devices to split each chunk over, along the seed axis; all of
-        `jax.devices()` by default.
+    - `devices`: the devices of this process to split each chunk over, along the seed
+        axis; all of `jax.local_devices()` by default.
+    - `part`: `(I, N)`: solve only the I-th of N slices of the seeds (contiguous, as
+        even as can be: `numpy.array_split` of `0 ... seeds-1`), e.g. one job of a job
+        array. Give every part the same arguments, all the `keys` included. With
+        `checkpoint_dir`, the part is written to that directory's `parts/I-of-N` (a run
+        directory of its own, locked, checkpointed and resumed as above), so the N
+        parts can run at any time, in any order, on any machines that share the
+        directory; `jaxflow.load_ensemble` joins them. The first part to start records
+        the run's settings there; a part whose settings differ is refused with a
+        `ValueError` that names them. Returns the part's seeds (`seeds` holds their
+        numbers in the run).
     - `callback`: called as `callback(segment, stop_time)` after each segment (and its
         checkpoint) is done.
     - `vectorize`: solve the seeds of a chunk together under `jax.vmap` (`True`), or
@@ -315,15 +332,24 @@ def solve_ensemble(
         any seed did not succeed (after the run directory, if any, is written). By
         default failures are reported per seed in `status`.
 
+    **Several processes.** After `jax.distributed.initialize(...)` (more than one
+    process), every process makes the same call. Each solves its own part,
+    `(jax.process_index(), jax.process_count())`, on its own devices, and with
+    `checkpoint_dir` writes, checkpoints and resumes it as a part (above); the parts are
+    then gathered, so that every process returns the whole `Ensemble`. `part` cannot be
+    given then.
+
     **Returns:**
 
-    A `jaxflow.Ensemble`.
+    A `jaxflow.Ensemble`. Unvectorized, each seed's results are bitwise the same
+    whether the run is whole, in parts or over several processes.
 
     **Raises:**
 
     `ValueError` for bad arguments, naming the value received, or a `checkpoint_dir`
-    that holds a different run, is in use by another process, or holds an unreadable
-    checkpoint or results file. A seed that fails (status other than `successful` or
+    (or part of it) that holds a different run (of a part: naming the settings that
+    differ), is in use by another process, or holds an unreadable checkpoint or results
+    file. A seed that fails (status other than `successful` or
     `event_occurred`) does not raise: it is reported in `status` and the other seeds
     are unaffected.
 
@@ -344,7 +370,11 @@ def solve_ensemble(
         raise ValueError(
             f"{fname}: `batch_size` must be a positive int, got {batch_size!r}."
         )
-    seeds = _Seeds(flow, init, _keys(keys), fname)
+    keys = _keys(keys)
+    count = keys.shape[0]
+    part = _part(part, count, fname)
+    index = np.arange(count) if part is None else _slices(count, part[1])[part[0]]
+    seeds = _Seeds(flow, init, keys[index], fname)
     params_one, _, checked = prepare(seeds.flow_one, seeds.model_one, metrics, fname)
     options = resolve(
         fname,
@@ -374,9 +404,10 @@ def solve_ensemble(
     # Metrics are evaluated after the time loop, from the parameters stored at `ts`,
     # unless that store would be large (then they are evaluated in the loop, where
     # under vmap every seed pays whenever one of them saves). Between segments the host
-    # holds every seed's state, store included: the bound is on all seeds, not a chunk.
-    stored = seeds.count * len(options.ts) * seeds.bytes_per_seed
-    place = _Devices(devices)
+    # holds every seed's state, store included: the bound is on all seeds, not a chunk
+    # (nor a part: every part decides as the whole run would).
+    stored = count * len(options.ts) * seeds.bytes_per_seed
+    place = _Devices(devices, fname)
     if vectorize is None:
         vectorize = place.devices[0].platform != "cpu"
     setup = _Setup(
@@ -392,7 +423,7 @@ def solve_ensemble(
     chunks = _Chunks(seeds, place, batch_size)
     run = None
     if checkpoint_dir is not None:
-        config = _run_config(seeds, options, chunks, stops) | {
+        arguments = {
             "rtol": rtol,
             "atol": atol,
             "stepsize_controller": repr(stepsize_controller),
@@ -401,19 +432,112 @@ def solve_ensemble(
             "metrics": None if metrics is None else sorted(metrics),
             "save_models": save_models,
         }
-        run = _rundir.RunDir(checkpoint_dir, config, fname)
+        config = _run_config(seeds, options, chunks, stops) | arguments
+        path, what = checkpoint_dir, "the run directory `checkpoint_dir`"
+        if part is not None:
+            # The whole run's settings, the same in every part: its first seed stands
+            # for the initial models and data (drawn by `init`, `flow` from its key).
+            first = _Seeds(flow, init, keys[:1], fname)
+            whole = _run_config(first, options, chunks, stops) | arguments
+            whole.pop("devices")
+            whole |= {
+                "seeds": count,
+                "keys": np.asarray(jax.random.key_data(keys)).tolist(),
+                "vectorize": setup.vectorize,
+                "parts": part[1],
+            }
+            whole["fingerprint"] = _rundir.fingerprint(
+                whole,
+                first.params,
+                first.flow_arrays(),
+                dataclasses.replace(setup, mesh=None),
+            )
+            path = _rundir.join(checkpoint_dir, whole, part, fname)
+            config |= {"part": list(part), "run": whole["fingerprint"]}
+            what = f"part {part[0]}/{part[1]} of the run directory `checkpoint_dir`"
+        run = _rundir.RunDir(path, config, fname, what)
     # The run directory is locked from here to the end, exceptions included.
     with run if run is not None else contextlib.nullcontext():
-        ensemble = _solve(setup, seeds, chunks, atols, stops, run, progress, callback)
+        ensemble = _solve(
+            setup, seeds, chunks, atols, stops, run, progress, callback, index
+        )
+    if jax.process_count() > 1:
+        sizes = [len(i) for i in _slices(count, jax.process_count())]
+        ensemble = _gather(ensemble, sizes)
     failed = np.flatnonzero(~ensemble.succeeded)
     if throw and failed.size:
         messages = ensemble.messages
-        listed = "; ".join(f"seed {i}: {messages[i]}" for i in failed[:5])
+        listed = "; ".join(
+            f"seed {ensemble.seeds[i]}: {messages[i]}" for i in failed[:5]
+        )
         more = f"; and {failed.size - 5} more" if failed.size > 5 else ""
         raise RuntimeError(
-            f"{fname}: {failed.size} of {seeds.count} seeds failed ({listed}{more})."
+            f"{fname}: {failed.size} of {ensemble.num_seeds} seeds failed "
+            f"({listed}{more})."
         )
     return ensemble
+
+
+def _slices(count: int, parts: int) -> list[np.ndarray]:
+    """The seeds of each of `parts` parts of a run of `count` seeds: contiguous slices
+    of `0 ... count-1`, as even as they can be."""
+    return np.array_split(np.arange(count), parts)
+
+
+def _part(part, count: int, fname: str) -> tuple[int, int] | None:
+    """`part` checked, as `(I, N)`; in a multi-process run, this process's."""
+    processes = jax.process_count()
+    if processes > 1:
+        if part is not None:
+            raise ValueError(
+                f"{fname}: `part` cannot be given in a multi-process run "
+                f"(jax.process_count() = {processes}): each process solves its own "
+                f"part, (jax.process_index(), jax.process_count()). Got {part!r}."
+            )
+        part = (jax.process_index(), processes)
+    if part is None:
+        return None
+    if not (
+        isinstance(part, tuple | list)
+        and len(part) == 2
+        and all(
+            isinstance(x, int | np.integer) and not isinstance(x, bool) for x in part
+        )
+        and 0 <= part[0] < part[1]
+    ):
+        raise ValueError(
+            f"{fname}: `part` must be (I, N) with 0 <= I < N, to solve the I-th of N "
+            f"slices of the seeds, got {part!r}."
+        )
+    if part[1] > count:
+        raise ValueError(
+            f"{fname}: `part` {tuple(part)!r} splits {count} seeds into {part[1]} "
+            f"parts; there can be at most {count} (one seed a part)."
+        )
+    return int(part[0]), int(part[1])
+
+
+def _gather(ensemble: Ensemble, sizes: list[int]) -> Ensemble:
+    """The parts of every process (process p's of `sizes[p]` seeds) joined in process
+    order, on every process."""
+    from jax.experimental import multihost_utils
+
+    most = max(sizes)
+    rows = dataclasses.replace(ensemble, ts=None, segments=None)  # the per-seed arrays
+    padded = jax.tree.map(
+        lambda x: np.concatenate([x, np.repeat(x[:1], most - len(x), axis=0)]), rows
+    )
+    gathered = multihost_utils.process_allgather(padded, tiled=False)
+    return concatenate(
+        [
+            dataclasses.replace(
+                jax.tree.map(lambda x: np.asarray(x[p, :size]), gathered),
+                ts=ensemble.ts,
+                segments=ensemble.segments,
+            )
+            for p, size in enumerate(sizes)
+        ]
+    )
 
 
 def _solve(
@@ -425,9 +549,11 @@ def _solve(
     run,
     progress: bool,
     callback,
+    numbers: np.ndarray,
 ) -> Ensemble:
     """The seeds' time loops, segment by segment; checkpointed to `run` (a run
-    directory whose lock this process holds) unless it is None."""
+    directory whose lock this process holds) unless it is None. `numbers`: the seeds'
+    numbers in the run."""
     options = setup.options
     everyone = np.arange(seeds.count)
     with explained("solve_ensemble", seeds.flow_one, seeds.model_one):
@@ -487,7 +613,7 @@ def _solve(
         dynamic,
         atols,
     )
-    ensemble = _ensemble(outputs, setup, atols, seeds.count, stops)
+    ensemble = _ensemble(outputs, setup, atols, numbers, stops)
     if run is not None:
         run.finish(ensemble, fingerprint)
     return ensemble
@@ -611,7 +737,7 @@ def _scatter(whole: np.ndarray, index, part) -> np.ndarray:
     return whole
 
 
-def _ensemble(out: Outcome, setup: _Setup, atols, num_seeds: int, stops) -> Ensemble:
+def _ensemble(out: Outcome, setup: _Setup, atols, numbers, stops) -> Ensemble:
     return Ensemble(
         ts=np.asarray(setup.options.ts),
         ys=None if out.ys is None else eqx.combine(out.ys, setup.static),
@@ -624,6 +750,6 @@ def _ensemble(out: Outcome, setup: _Setup, atols, num_seeds: int, stops) -> Ense
         rtol=setup.options.rtol,
         atol=atols,
         solver=type(setup.options.solver).__name__,
-        seeds=np.arange(num_seeds),
+        seeds=np.asarray(numbers),
         segments=np.asarray(stops),
     )

@@ -1,3 +1,4 @@
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -14,7 +15,8 @@ class Ensemble(eqx.Module):
 
     **Fields:**
 
-    - `seeds`: the seed index, `0 ... seeds-1` (in the order of `keys`).
+    - `seeds`: each seed's number in the run, `0 ... seeds-1` in the order of `keys`
+        (of one part of a run, `solve_ensemble(..., part=...)`: the part's numbers).
     - `ts`: the saved times, shape `(times,)`.
     - `metrics`: dict name -> array of shape `(seeds, times, ...)`; `inf` after a
         seed's failure, `nan` after a terminal event ended its solve.
@@ -158,6 +160,16 @@ class Ensemble(eqx.Module):
                 )
                 table[f"{name}_count"] = happened.sum(1)
         return pd.DataFrame(table).set_index("seed")
+
+
+def concatenate(ensembles: list[Ensemble]) -> Ensemble:
+    """The ensembles of disjoint sets of seeds of one run (its parts), as one: every
+    per-seed array joined along the seed axis, in the order given."""
+    first = ensembles[0]
+    # `ts` and `segments` are the run's, not per seed: out of the join, then back.
+    shared = [dataclasses.replace(e, ts=None, segments=None) for e in ensembles]
+    joined = jax.tree.map(lambda *xs: np.concatenate(xs), *shared)
+    return dataclasses.replace(joined, ts=first.ts, segments=first.segments)
 
 
 def status_of(value) -> RESULTS:

@@ -2,9 +2,10 @@
 
 - `lock`: taken by `solve_ensemble` for the whole run (created atomically, holding the
     holder's host name and PID) and removed at its end, also when it raises. A second
-    run on the same directory fails with a `ValueError` naming the holder; a lock left
-    by a process that is no longer running on this host is taken over, with a warning.
-    (In a multi-process JAX run each process holds its own, `lock.<process index>`.)
+    run on the same directory fails with a `ValueError` naming the holder. The holder
+    refreshes the lock's modification time every _BEAT seconds; a lock left by a
+    process that is no longer running on this host, or not refreshed for _STALE
+    seconds by one on another host, is taken over, with a warning.
 - `config.json`: the run's arguments, keys, library versions and fingerprint, written
     when the run starts (`jaxflow show` describes an unfinished run from it) and again
     when it finishes.
@@ -14,13 +15,21 @@
     with the run's fingerprint.
 - `seeds.csv`: one row per seed (`Ensemble.summary`).
 
+A run split into N parts (`solve_ensemble(..., part=(I, N))`, or one part per process
+of a multi-process JAX run) has instead a `config.json` of the whole run (its settings
+and a fingerprint of them, written by the first part to start) and a directory
+`parts/I-of-N` per part, which is a run directory of the above kind for the part's
+seeds. A part whose settings differ from the recorded ones is refused, naming them;
+`load_ensemble` and `show` join the finished parts.
+
 Every file is written atomically: a new file under a name of this process's own, then
 `os.replace`. The fingerprint hashes what determines the run: initial states, data,
 tolerances, segments, batch size, and solver, controller, events and metrics field by
-field, functions by what they compute (code, defaults and closure values). A directory that holds a checkpoint or results of a different run (another
-fingerprint) is refused with a `ValueError`, and so is an unreadable (truncated or
-corrupted) checkpoint or results file: the error names the file and how to start again.
-Two runs are never mixed in one directory.
+field, functions by what they compute (code, defaults and closure values). A directory
+that holds a checkpoint or results of a different run (another fingerprint) is refused
+with a `ValueError`, and so is an unreadable (truncated or corrupted) checkpoint or
+results file: the error names the file and how to start again. Two runs are never
+mixed in one directory.
 """
 
 import contextlib
@@ -35,6 +44,8 @@ import platform
 import re
 import socket
 import sys
+import threading
+import time
 import types
 import uuid
 import warnings
@@ -46,7 +57,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._results import Ensemble, named_arrays, status_of
+from ._results import Ensemble, concatenate, named_arrays, status_of
 
 
 LOCK = "lock"
@@ -54,10 +65,15 @@ CHECKPOINT = "checkpoint.npz"
 RESULTS_FILE = "ensemble.nc"
 TABLE = "seeds.csv"
 CONFIG = "config.json"
+PARTS = "parts"
 _RUN_FILES = f"{CHECKPOINT}, {RESULTS_FILE}, {TABLE} and {CONFIG}"
 # What reading a truncated or corrupted file raises (h5py's errors are OSErrors).
 _UNREADABLE = (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error)
 _HOST = socket.gethostname()
+# The holder of a lock refreshes its modification time every _BEAT seconds; the lock of
+# a process on another host (whose PID cannot be looked up from here) is stale once it
+# has not been refreshed for _STALE seconds.
+_BEAT, _STALE = 30.0, 300.0
 
 
 def _stable_repr(x) -> str:
@@ -158,7 +174,9 @@ def _feed(digest, x, above: set) -> None:
         put(f"{type(x).__module__}.{type(x).__qualname__}:{_stable_repr(x)};")
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write, exclusive: bool = False) -> bool:
+    """Write `path` whole or not at all; with `exclusive`, only if it does not exist
+    yet. Whether it was written."""
     # A name of this process's own: two processes writing at once never share one.
     tmp = path.with_name(f"{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
@@ -166,7 +184,14 @@ def _atomic(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # fails if it exists: of two processes, one writes
+        except FileExistsError:
+            return False
+        return True
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -201,12 +226,18 @@ class RunDir:
     """The run directory of one `solve_ensemble` call. A context manager: on entry it
     takes the directory's lock (creating the directory), on exit it releases it."""
 
-    def __init__(self, path, config: dict, fname: str = "solve_ensemble"):
+    def __init__(
+        self,
+        path,
+        config: dict,
+        fname: str = "solve_ensemble",
+        what: str = "the run directory `checkpoint_dir`",
+    ):
         self.path = Path(path)
         self.fname = fname
+        self.what = what  # how messages name the directory
         self.config = config  # the run's arguments, for `config.json`
-        name = LOCK if jax.process_count() == 1 else f"{LOCK}.{jax.process_index()}"
-        self.lock = self.path / name
+        self.lock = self.path / LOCK
         self._mine = json.dumps(
             {"host": _HOST, "pid": os.getpid(), "since": _now(), "id": uuid.uuid4().hex}
         )
@@ -221,14 +252,25 @@ class RunDir:
             else:
                 with os.fdopen(fd, "w") as f:
                     f.write(self._mine)
+                self._beating = threading.Event()
+                threading.Thread(target=self._heartbeat, daemon=True).start()
                 return self
             text = _read(self.lock)
             if text is not None:
                 holder = _lock_holder(text)
-                if holder is None or _alive(holder):
+                if holder is None or _alive(holder, self.lock):
                     raise ValueError(self._held(holder))
                 self._take_over(text, holder)
         raise ValueError(self._held(_lock_holder(_read(self.lock) or "")))
+
+    def _heartbeat(self) -> None:
+        """Refresh the lock's modification time while the run holds it: the sign of
+        life that other hosts go by."""
+        while not self._beating.wait(_BEAT):
+            if _read(self.lock) != self._mine:
+                return
+            with contextlib.suppress(OSError):
+                os.utime(self.lock)
 
     def _take_over(self, text: str, holder: dict) -> None:
         """Remove a stale lock: moved aside under a name of our own, so that of two
@@ -246,10 +288,15 @@ class RunDir:
             aside.unlink(missing_ok=True)
             raise ValueError(self._held(_lock_holder(moved or "")))
         aside.unlink(missing_ok=True)
+        gone = (
+            f"on this host ({_HOST}), is no longer running (killed?)"
+            if holder["host"] == _HOST
+            else f"on host {holder['host']!r}, has not refreshed it for over "
+            f"{_STALE:.0f} s (a running holder does every {_BEAT:.0f} s)"
+        )
         warnings.warn(
-            f"{self.fname}: taking over the lock of the run directory "
-            f"{str(self.path)!r}: its holder, process {holder['pid']} on this host "
-            f"({_HOST}), is no longer running (killed?). The run resumes from its "
+            f"{self.fname}: taking over the lock of {self.what} {str(self.path)!r}: "
+            f"its holder, process {holder['pid']} {gone}. The run resumes from its "
             "checkpoint.",
             stacklevel=4,
         )
@@ -264,12 +311,14 @@ class RunDir:
                 f"(its lock file {str(self.lock)!r}{since})"
             )
         return (
-            f"{self.fname}: the run directory `checkpoint_dir` {str(self.path)!r} "
-            f"{who}. Wait for that run to end or use another directory; if no process "
-            "uses it any more (e.g. one killed on another host), delete the lock file."
+            f"{self.fname}: {self.what} {str(self.path)!r} "
+            f"{who}. Wait for that run to end or use another directory. (A lock whose "
+            f"holder is gone is taken over: on this host at once, from another host "
+            f"once it has not been refreshed for {_STALE:.0f} s.)"
         )
 
     def __exit__(self, *exc) -> None:
+        self._beating.set()
         if _read(self.lock) == self._mine:
             self.lock.unlink(missing_ok=True)
 
@@ -284,6 +333,13 @@ class RunDir:
     def load(self, fingerprint: str, like):
         """The segments done and the states saved, or `(0, None)` if nothing is.
         Raises if the directory holds a checkpoint or results of another run."""
+        parts = _config(self.path).get("parts")
+        if parts is not None:
+            raise ValueError(
+                f"{self.fname}: `checkpoint_dir` {str(self.path)!r} holds a run split "
+                f"into {parts} parts; solve its parts (`part=(I, {parts})`), or use "
+                "another directory for a run not split into parts."
+            )
         done, loaded = 0, None
         file = self.path / CHECKPOINT
         if file.is_file():
@@ -364,10 +420,14 @@ def _lock_holder(text: str) -> dict | None:
     return None
 
 
-def _alive(holder: dict) -> bool:
-    """Whether the holder of a lock may still be running: not known on another host."""
+def _alive(holder: dict, lock: Path) -> bool:
+    """Whether the holder of `lock` may still be running: on this host, whether its
+    process is; on another, whether it refreshed the lock in the last _STALE seconds."""
     if holder["host"] != _HOST:
-        return True
+        try:
+            return time.time() - lock.stat().st_mtime < _STALE
+        except FileNotFoundError:
+            return False
     try:
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:
@@ -426,9 +486,117 @@ def _results(file: Path, fname: str, attrs_only: bool = False):
         return xr.load_dataset(file, engine="h5netcdf")
 
 
-def load_ensemble(path, like=None) -> Ensemble:
+# Entries of a `config.json` that are not settings: the parts of a run may differ in
+# them.
+_NOT_SETTINGS = {"devices", "versions", "started", "finished"}
+
+
+def _config(path: Path) -> dict:
+    """A run directory's `config.json`, or {} if it has none (or it is unreadable)."""
+    try:
+        config = json.loads(_read(path / CONFIG) or "{}")
+    except ValueError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def part_dir(path, part: tuple[int, int]) -> Path:
+    """The directory of part `part = (I, N)` of the run in `path`."""
+    return Path(path) / PARTS / f"{part[0]}-of-{part[1]}"
+
+
+def join(path, config: dict, part: tuple[int, int], fname: str) -> Path:
+    """Make `path` the directory of the run split into parts that `config` describes
+    (its settings, `parts` and a `fingerprint` of them), or check that it is the run
+    recorded there; a part of another run is refused, naming the settings that
+    differ. Returns the directory of part `part`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = json.loads(json.dumps(config, default=str))  # as it reads back
+    text = json.dumps(config | {"versions": versions(), "started": _now()}, indent=1)
+    # The first part to start records the run; the others compare with it.
+    _atomic(path / CONFIG, lambda f: f.write(text.encode()), exclusive=True)
+    recorded = _config(path)
+    name = f"part {part[0]}/{part[1]}"
+    if recorded.get("parts") is None:
+        raise ValueError(
+            f"{fname}: `checkpoint_dir` {str(path)!r} holds a run not split into parts "
+            f"(or its {CONFIG} cannot be read), so {name} cannot join it. Use another "
+            "directory."
+        )
+    differ = [
+        key
+        for key in sorted(set(recorded) | set(config))
+        if key not in _NOT_SETTINGS and recorded.get(key) != config.get(key)
+    ]
+    if differ:
+        named = [key for key in differ if key != "fingerprint"]
+        listed = "; ".join(
+            f"{key}: {_short(recorded.get(key))} in the run, {_short(config.get(key))} "
+            "here"
+            for key in named
+        ) or (
+            "the initial models, data or functions (same settings otherwise: the "
+            "fingerprint of the first seed's model, the data and the functions differs)"
+        )
+        raise ValueError(
+            f"{fname}: {name} differs from the run in `checkpoint_dir` {str(path)!r} "
+            f"({listed}). The parts of a run share every setting but `part`; use "
+            "another directory for another run."
+        )
+    return part_dir(path, part)
+
+
+def _parts(path: Path, config: dict) -> tuple[list[int], dict[int, str]]:
+    """The finished parts of the run split into parts in `path`, and how far each
+    other part got."""
+    n = int(config["parts"])
+    finished, missing = [], {}
+    for i in range(n):
+        where = part_dir(path, (i, n))
+        own = _config(where)
+        if own and own.get("run") != config.get("fingerprint"):
+            raise ValueError(
+                f"the part directory {str(where)!r} belongs to another run than "
+                f"{str(path)!r} (its {CONFIG} names another run's fingerprint). Move "
+                "it away."
+            )
+        if (where / RESULTS_FILE).is_file():
+            finished.append(i)
+        else:
+            missing[i] = _progress(where, len(config.get("segments", [])))
+    return finished, missing
+
+
+def _progress(path: Path, segments: int) -> str:
+    """How far the unfinished run in `path` got, and who runs it."""
+    file = path / CHECKPOINT
+    if file.is_file():
+        with _checkpoint_readable(file, "show"), np.load(file) as saved:
+            text = f"{int(saved['segment'])} of {segments} segments done"
+    elif path.is_dir():
+        text = f"0 of {segments} segments done"
+    else:
+        text = "not started"
+    holder = _lock_holder(_read(path / LOCK) or "")
+    if holder is not None:
+        alive = _alive(holder, path / LOCK)
+        text += (
+            f", {'running in' if alive else 'lock left by'} process {holder['pid']} "
+            f"on {holder['host']}" + ("" if alive else " (no longer running)")
+        )
+    return text
+
+
+def load_ensemble(path, like=None, *, partial: bool = False) -> Ensemble:
     """Read back the results a `jaxflow.solve_ensemble(..., checkpoint_dir=path)` run
-    (or `jaxflow ensemble`) wrote.
+    (or `jaxflow ensemble`) wrote; of a run split into parts (`part=(I, N)`, or a
+    multi-process run), its parts joined in the order of the seeds.
 
     **Arguments:**
 
@@ -436,20 +604,63 @@ def load_ensemble(path, like=None) -> Ensemble:
     - `like`: optional, one model of the kind the run evolved (e.g. `init(key)`): then
         `final` is that model with every array stacked over seeds. Otherwise `final` is
         a dict field name -> array.
+    - `partial`: of a run split into parts, join the parts that have finished even if
+        others have not (`seeds` says which seeds are in). By default every part must
+        have finished.
 
     **Returns:**
 
     A `jaxflow.Ensemble`, equal to the one the run returned (`ys` only if the run saved
-    models, as a dict).
+    models, as a dict); of a run in parts, equal to the one that the same call without
+    `part` returns.
 
     **Raises:**
 
-    `FileNotFoundError` if the run has not finished writing its results. `ValueError`
-    if its `ensemble.nc` cannot be read (truncated or corrupted), naming the file, or
-    if the arrays of `like` are not those of the models in it, listing both.
+    `FileNotFoundError` if the run has not finished writing its results, or of a run
+    in parts, if some part has not (naming each and how far it got). `ValueError` if an
+    `ensemble.nc` cannot be read (truncated or corrupted), naming the file, or if the
+    arrays of `like` are not those of the models in it, listing both.
     """
     path = Path(path)
-    file = path / RESULTS_FILE
+    config = _config(path)
+    if (path / RESULTS_FILE).is_file() or config.get("parts") is None:
+        ensemble = _load(path, path)
+    else:
+        n = config["parts"]
+        finished, missing = _parts(path, config)
+        if missing and not (partial and finished):
+            listed = "; ".join(f"part {i}/{n}: {text}" for i, text in missing.items())
+            raise FileNotFoundError(
+                f"load_ensemble: {len(missing)} of the {n} parts of the run in "
+                f"{str(path)!r} have not finished ({listed}). Run each "
+                f"(`jaxflow ensemble ... --part I/{n}`, `part=(I, {n})`), or pass "
+                f"`partial=True` to join the {len(finished)} finished parts."
+            )
+        ensemble = concatenate([_load(part_dir(path, (i, n)), path) for i in finished])
+    if like is None:
+        return ensemble
+    params, static = eqx.partition(like, eqx.is_array)
+    expected = {k: np.shape(x) for k, x in named_arrays(params).items()}
+    found = {k: np.shape(x)[1:] for k, x in ensemble.final.items()}
+    if expected != found:
+        raise ValueError(
+            f"load_ensemble: `like` does not match the models in {str(path)!r}: "
+            f"`like` has the arrays {expected}, the run holds {found} (field: shape per "
+            "seed). Give one model of the kind the run evolved (e.g. `init(key)` of "
+            "the run), or no `like` to get a dict."
+        )
+    final = eqx.combine(
+        jax.tree.unflatten(
+            jax.tree.structure(params), [ensemble.final[name] for name in expected]
+        ),
+        static,
+    )
+    return dataclasses.replace(ensemble, final=final)
+
+
+def _load(where: Path, path: Path) -> Ensemble:
+    """The results in `where` (the run directory `path`, or one of its parts)."""
+    file = where / RESULTS_FILE
     if not file.is_file():
         raise FileNotFoundError(
             f"load_ensemble: no {RESULTS_FILE} in {str(path)!r}: not a run directory, "
@@ -461,23 +672,6 @@ def load_ensemble(path, like=None) -> Ensemble:
         for n in data.data_vars
         if n.startswith("final_")
     }
-    if like is not None:
-        params, static = eqx.partition(like, eqx.is_array)
-        expected = {k: np.shape(x) for k, x in named_arrays(params).items()}
-        found = {k: np.shape(x)[1:] for k, x in final.items()}
-        if expected != found:
-            raise ValueError(
-                f"load_ensemble: `like` does not match the models in {str(file)!r}: "
-                f"`like` has the arrays {expected}, the file holds {found} (field: "
-                "shape per seed). Give one model of the kind the run evolved (e.g. "
-                "`init(key)` of the run), or no `like` to get a dict."
-            )
-        final = eqx.combine(
-            jax.tree.unflatten(
-                jax.tree.structure(params), [final[name] for name in expected]
-            ),
-            static,
-        )
     with _readable(
         file,
         "load_ensemble",
@@ -530,12 +724,12 @@ def _ensemble_of(data, final) -> Ensemble:
 
 def show(path) -> str:
     """A few lines on a run directory: configuration, statuses, times reached, events,
-    final losses; or how far an unfinished run got."""
+    final losses; or how far an unfinished run got. Of a run split into parts: which
+    parts have finished, how far each other got, and the finished parts joined."""
     path = Path(path)
+    config = _config(path)
     lines = [f"run           {path}"]
-    config_file = path / CONFIG
-    if config_file.is_file():
-        config = json.loads(config_file.read_text())
+    if config:
         lines += [
             f"model         {config.get('model')}",
             f"seeds         {config.get('seeds')}, t1={config.get('t1')}, "
@@ -544,31 +738,28 @@ def show(path) -> str:
             "versions      "
             + ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()),
         ]
-    for lock in sorted(path.glob(f"{LOCK}*")):
-        holder = _lock_holder(_read(lock) or "")
+    parts = config.get("parts")
+    if parts is not None:
+        finished, missing = _parts(path, config)
         lines.append(
-            f"lock          {lock.name}: "
-            + (
-                "unreadable"
-                if holder is None
-                else f"process {holder['pid']} on {holder['host']}"
-                + ("" if _alive(holder) else " (no longer running)")
-            )
+            f"parts         {len(finished)} of {parts} finished"
+            + (f": {', '.join(map(str, finished))}" if finished and missing else "")
         )
-    if not (path / RESULTS_FILE).is_file():
-        file = path / CHECKPOINT
-        if file.is_file():
-            with _checkpoint_readable(file, "show"), np.load(file) as saved:
-                done = int(saved["segment"])
-            lines.append(
-                f"unfinished    {done} segments done; run the same call again to resume"
+        lines += [f"  part {i}/{parts}  {text}" for i, text in missing.items()]
+        if not finished:
+            return "\n".join(lines)
+    elif not (path / RESULTS_FILE).is_file():
+        if not config and not (path / CHECKPOINT).is_file():
+            raise FileNotFoundError(
+                f"show: {str(path)!r} is not a jaxflow run directory."
             )
-            return "\n".join(lines)
-        if config_file.is_file():
-            lines.append("unfinished    0 segments done; run the same call again")
-            return "\n".join(lines)
-        raise FileNotFoundError(f"show: {str(path)!r} is not a jaxflow run directory.")
-    ens = load_ensemble(path)
+        segments = len(config.get("segments", []))
+        lines.append(
+            f"unfinished    {_progress(path, segments)}; run the same call again to "
+            "resume"
+        )
+        return "\n".join(lines)
+    ens = load_ensemble(path, partial=True)
     table = ens.summary()
     counts = table["status"].value_counts()
     lines.append("status        " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -207,7 +207,9 @@ def test_checkpoint_resumes_a_killed_run_bitwise(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (tmp_path / "a" / "checkpoint.npz").is_file()
     assert not (tmp_path / "a" / "ensemble.nc").exists()
-    assert "3 segments done" in jf._rundir.show(tmp_path / "a")
+    assert "3 of 6 segments done, lock left by process" in jf._rundir.show(
+        tmp_path / "a"
+    )
     resumed = run(tmp_path / "a", -1)
     assert resumed.returncode == 0, resumed.stderr
     straight = run(tmp_path / "b", -1)

@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,16 @@ def test_a_second_process_is_locked_out_a_dead_ones_lock_taken_over(
     with pytest.warns(UserWarning, match=f"process {holder.pid} .*no longer running"):
         solve(path)
     assert not (path / "lock").exists()
+    # On another host the process cannot be looked up: its lock is alive while it is
+    # refreshed, and stale once it has not been for 5 minutes.
+    (path / "lock").write_text(json.dumps({"host": "node17", "pid": 4242}))
+    with pytest.raises(ValueError, match="in use by process 4242 on host 'node17'"):
+        solve(path)
+    old = time.time() - 301
+    os.utime(path / "lock", (old, old))
+    with pytest.warns(UserWarning, match="4242 on host 'node17', has not refreshed"):
+        solve(path)
+    assert not (path / "lock").exists()
     # Released when the run raises too; each process writes its own temporary files.
     replaced = []
     monkeypatch.setattr(
@@ -112,6 +123,19 @@ def test_a_second_process_is_locked_out_a_dead_ones_lock_taken_over(
     ours = [Path(a).name for a in replaced if Path(a).parent == fresh]
     assert ours and all(f".{os.getpid()}.tmp" in name for name in ours), ours
     assert not list(fresh.glob("*.tmp"))
+
+
+def test_the_holder_refreshes_its_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(jf._rundir, "_BEAT", 0.01)
+    path = tmp_path / "run"
+    seen = []
+
+    def look(segment, stop):
+        seen.append((path / "lock").stat().st_mtime)
+        time.sleep(0.2)
+
+    solve(path, callback=look)
+    assert len(seen) == 2 and seen[1] > seen[0], seen
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
@@ -140,7 +164,7 @@ def test_an_unreadable_ensemble_nc_or_a_wrong_like_is_named(finished, tmp_path):
     with pytest.raises(
         ValueError,
         match=r"(?s)`like` does not match .* has the arrays \{'W': \(6, 4\), 'v': \(6,\), "
-        r"'b': \(6,\)\}, the file holds \{'W': \(6, 4\), 'v': \(6,\)\}",
+        r"'b': \(6,\)\}, the run holds \{'W': \(6, 4\), 'v': \(6,\)\}",
     ):
         jf.load_ensemble(path, like=biased)
     file = path / "ensemble.nc"
@@ -163,7 +187,7 @@ def test_show_describes_an_unfinished_run(tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"model         TwoLayerReLU(.W: ({WIDTH}, {D})" in text, text
     assert f"seeds         2, t1={T1}, rtol=1e-06, kinks=plain" in text, text
-    assert "unfinished    1 segments done" in text, text
+    assert "unfinished    1 of 2 segments done; run the same call" in text, text
     started = json.loads((path / "config.json").read_text())
     assert started["finished"] is None and len(started["keys"]) == 2
     # Resumed and finished, the configuration is completed.

@@ -10,7 +10,10 @@ from .options import (
     add_command,
     add_options,
     ensemble_arguments,
+    nonnegative_int,
+    part,
     positive_float,
+    positive_int,
     run_options,
 )
 
@@ -57,6 +60,38 @@ def add_parser(commands) -> None:
     )
     add_options(solver, kinks="auto")
     run_options(parser)
+    split = parser.add_argument_group(
+        "beyond one process",
+        "A job array: --part I/N in each of N jobs, any order, any machine that shares "
+        "--out; `jaxflow show OUT` joins the finished parts. JAX's distributed "
+        "runtime: every process runs the same command with its --process-id (or "
+        "--distributed alone where the cluster's environment says it: SLURM, Open MPI, "
+        "...); each solves its share of the seeds and writes its own part of --out.",
+    )
+    split.add_argument(
+        "--part",
+        type=part,
+        metavar="I/N",
+        help="solve the I-th of N slices of the seeds (0 <= I < N) into --out",
+    )
+    split.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="the address of process 0, for jax.distributed.initialize",
+    )
+    split.add_argument(
+        "--num-processes", type=positive_int, help="the number of processes"
+    )
+    split.add_argument(
+        "--process-id", type=nonnegative_int, help="this process's index"
+    )
+    split.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join JAX's distributed runtime; what --coordinator, --num-processes and "
+        "--process-id leave unset, jax.distributed.initialize() reads from the "
+        "cluster's environment",
+    )
 
 
 def _data(args, key) -> jf.Dataset:
@@ -67,7 +102,27 @@ def _data(args, key) -> jf.Dataset:
     return jf.datasets.boursier_flammarion()
 
 
+def _distributed(args) -> None:
+    """Join JAX's distributed runtime if asked to (before JAX runs anything)."""
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and all(x is None for x in given):
+        return
+    if args.part is not None:
+        raise ValueError(
+            "--part and a distributed run (--distributed, --coordinator, "
+            "--num-processes, --process-id) cannot be combined: each process of a "
+            f"distributed run solves its own part; got --part {args.part[0]}/"
+            f"{args.part[1]}."
+        )
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
+
+
 def run(args) -> int:
+    _distributed(args)
     dkey, key = jax.random.split(jax.random.key(args.seed))
     data = _data(args, dkey)
     flow = jf.GradientFlow(_LOSSES[args.loss], data)
@@ -94,7 +149,9 @@ def run(args) -> int:
         rtol=args.rtol,
         events=events,
         kinks=args.kinks,
+        part=args.part,
         **ensemble_arguments(args),
     )
-    print(show(args.out))
+    if jax.process_index() == 0:
+        print(show(args.out))
     return 0 if bool(ens.succeeded.all()) else 1

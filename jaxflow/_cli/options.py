@@ -16,6 +16,9 @@ _EXAMPLES = """
       --init gaussian --t1 1e3 --steady-state 1e-6 --out runs/mnist01
   jaxflow ensemble --data boursier-flammarion --bias --fan width --width 200 \\
       --scale 0.1 --loss square --t1 5000 --rtol 1e-9 --seeds 8 --out runs/bf
+  jaxflow ensemble --seeds 4096 --out runs/big --part 3/16   # one job of a job array
+  jaxflow ensemble --seeds 4096 --out runs/big --coordinator node0:12345 \
+      --num-processes 8 --process-id 0                    # one of 8 processes
   jaxflow show runs/sep64            # what a run directory holds
   jaxflow align --data toy --toy two-points --c 0.001 --seeds 16 --out runs/toy
   jaxflow align --data separable --n 256 --mu 0.3 --seeds 64 --out runs/align
@@ -65,6 +68,19 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """`type=` of an option that takes an int >= 0."""
     return _parse(text, int, lambda v: v >= 0, "a non-negative int")
+
+
+def part(text: str) -> tuple[int, int]:
+    """`type=` of `--part I/N`: the I-th of N parts, 0 <= I < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(
+            f"must be I/N with 0 <= I < N (the I-th of N parts), got {text!r}"
+        )
+    return i, n
 
 
 def digit(text: str) -> int:
