@@ -21,7 +21,7 @@ from ._errors import describe, describe_tree
 from ._flow import GradientFlow
 from ._integrate import Integrator, Outcome, advance, running
 from ._options import Options, default_atol, explained, prepare, resolve
-from ._results import Ensemble, concatenate
+from ._results import Ensemble
 from .events._events import AbstractEvent
 from .metrics import default_metrics
 
@@ -421,8 +421,8 @@ def solve_ensemble(
         mesh=place.mesh,
     )
     chunks = _Chunks(seeds, place, batch_size)
-    run = None
-    if checkpoint_dir is not None:
+
+    def open_run() -> _rundir.RunDir:
         arguments = {
             "rtol": rtol,
             "atol": atol,
@@ -433,31 +433,41 @@ def solve_ensemble(
             "save_models": save_models,
         }
         config = _run_config(seeds, options, chunks, stops) | arguments
-        path, what = checkpoint_dir, "the run directory `checkpoint_dir`"
-        if part is not None:
-            # The whole run's settings, the same in every part: its first seed stands
-            # for the initial models and data (drawn by `init`, `flow` from its key).
-            first = _Seeds(flow, init, keys[:1], fname)
-            whole = _run_config(first, options, chunks, stops) | arguments
-            whole.pop("devices")
-            whole |= {
-                "seeds": count,
-                "keys": np.asarray(jax.random.key_data(keys)).tolist(),
-                "vectorize": setup.vectorize,
-                "parts": part[1],
-            }
-            whole["fingerprint"] = _rundir.fingerprint(
-                whole,
-                first.params,
-                first.flow_arrays(),
-                dataclasses.replace(setup, mesh=None),
-            )
-            path = _rundir.join(checkpoint_dir, whole, part, fname)
-            config |= {"part": list(part), "run": whole["fingerprint"]}
-            what = f"part {part[0]}/{part[1]} of the run directory `checkpoint_dir`"
-        run = _rundir.RunDir(path, config, fname, what)
+        if part is None:
+            return _rundir.RunDir(checkpoint_dir, config, fname)
+        # The whole run's settings, the same in every part (libraries included: they
+        # decide the bits); its first seed stands for the initial models and data
+        # (drawn by `init`, and `flow`, from its key).
+        first = _Seeds(flow, init, keys[:1], fname)
+        whole = _run_config(first, options, chunks, stops) | arguments
+        whole.pop("devices")
+        whole |= {
+            "seeds": count,
+            "keys": np.asarray(jax.random.key_data(keys)).tolist(),
+            "vectorize": setup.vectorize,
+            "parts": part[1],
+            "libraries": _rundir.libraries(),
+        }
+        whole = _rundir.settings(whole)
+        whole["fingerprint"] = _rundir.fingerprint(
+            whole,
+            first.params,
+            first.flow_arrays(),
+            dataclasses.replace(setup, mesh=None),
+        )
+        path = _rundir.join(checkpoint_dir, whole, part, fname)
+        config |= {"part": list(part), "run": whole["fingerprint"]}
+        what = f"part {part[0]}/{part[1]} of the run directory `checkpoint_dir`"
+        return _rundir.RunDir(path, config, fname, what)
+
     # The run directory is locked from here to the end, exceptions included.
-    with run if run is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        problem = None
+        try:
+            run = None if checkpoint_dir is None else stack.enter_context(open_run())
+        except ValueError as error:
+            problem = error
+        _every_process_ready(problem, fname)
         ensemble = _solve(
             setup, seeds, chunks, atols, stops, run, progress, callback, index
         )
@@ -478,6 +488,25 @@ def solve_ensemble(
     return ensemble
 
 
+def _every_process_ready(problem: ValueError | None, fname: str) -> None:
+    """Raise `problem` (this process could not start its part: refused, locked out);
+    in a multi-process run, raise on every process if any could not start, rather than
+    leave the others to solve and then wait for it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        failed = np.flatnonzero(
+            multihost_utils.process_allgather(np.array(problem is not None))
+        )
+        if failed.size and problem is None:
+            raise ValueError(
+                f"{fname}: process(es) {failed.tolist()} could not start their part "
+                "of the run (their error says why); this process stops too."
+            )
+    if problem is not None:
+        raise problem
+
+
 def _slices(count: int, parts: int) -> list[np.ndarray]:
     """The seeds of each of `parts` parts of a run of `count` seeds: contiguous slices
     of `0 ... count-1`, as even as they can be."""
@@ -493,6 +522,11 @@ def _part(part, count: int, fname: str) -> tuple[int, int] | None:
                 f"{fname}: `part` cannot be given in a multi-process run "
                 f"(jax.process_count() = {processes}): each process solves its own "
                 f"part, (jax.process_index(), jax.process_count()). Got {part!r}."
+            )
+        if processes > count:
+            raise ValueError(
+                f"{fname}: {count} seeds cannot be split over jax.process_count() = "
+                f"{processes} processes; give at least one seed a process."
             )
         part = (jax.process_index(), processes)
     if part is None:
@@ -528,16 +562,11 @@ def _gather(ensemble: Ensemble, sizes: list[int]) -> Ensemble:
         lambda x: np.concatenate([x, np.repeat(x[:1], most - len(x), axis=0)]), rows
     )
     gathered = multihost_utils.process_allgather(padded, tiled=False)
-    return concatenate(
-        [
-            dataclasses.replace(
-                jax.tree.map(lambda x: np.asarray(x[p, :size]), gathered),
-                ts=ensemble.ts,
-                segments=ensemble.segments,
-            )
-            for p, size in enumerate(sizes)
-        ]
+    joined = jax.tree.map(
+        lambda x: np.concatenate([x[p, :size] for p, size in enumerate(sizes)]),
+        gathered,
     )
+    return dataclasses.replace(joined, ts=ensemble.ts, segments=ensemble.segments)
 
 
 def _solve(

@@ -243,6 +243,7 @@ class RunDir:
         )
 
     def __enter__(self) -> "RunDir":
+        self._whole_run()
         self.path.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a lock released or taken over meanwhile: look again
             try:
@@ -322,9 +323,19 @@ class RunDir:
         if _read(self.lock) == self._mine:
             self.lock.unlink(missing_ok=True)
 
+    def _whole_run(self) -> None:
+        """Refuse a directory that holds a run split into parts."""
+        parts = _config(self.path).get("parts")
+        if parts is not None:
+            raise ValueError(
+                f"{self.fname}: {self.what} {str(self.path)!r} holds a run split into "
+                f"{parts} parts; solve its parts (`part=(I, {parts})`), or use another "
+                "directory for a run not split into parts."
+            )
+
     def _different(self, what: str) -> ValueError:
         return ValueError(
-            f"{self.fname}: `checkpoint_dir` {str(self.path)!r} holds {what} of a "
+            f"{self.fname}: {self.what} {str(self.path)!r} holds {what} of a "
             "different run (other keys, data, tolerances, solver, events, metrics, "
             "segments or batch size). Use a new directory, or delete its "
             f"{_RUN_FILES} to start again."
@@ -333,13 +344,7 @@ class RunDir:
     def load(self, fingerprint: str, like):
         """The segments done and the states saved, or `(0, None)` if nothing is.
         Raises if the directory holds a checkpoint or results of another run."""
-        parts = _config(self.path).get("parts")
-        if parts is not None:
-            raise ValueError(
-                f"{self.fname}: `checkpoint_dir` {str(self.path)!r} holds a run split "
-                f"into {parts} parts; solve its parts (`part=(I, {parts})`), or use "
-                "another directory for a run not split into parts."
-            )
+        self._whole_run()
         done, loaded = 0, None
         file = self.path / CHECKPOINT
         if file.is_file():
@@ -360,12 +365,9 @@ class RunDir:
 
     def start(self, fingerprint: str) -> None:
         """Write `config.json` as the run starts: all that is known then."""
-        try:
-            old = json.loads(_read(self.path / CONFIG) or "{}")
-        except ValueError:
-            old = {}
+        old = _config(self.path)
         # A resumed run keeps the time it first started.
-        same = isinstance(old, dict) and old.get("fingerprint") == fingerprint
+        same = old.get("fingerprint") == fingerprint
         self.config = self.config | {
             "fingerprint": fingerprint,
             "versions": versions(),
@@ -374,7 +376,24 @@ class RunDir:
         }
         self._write_config()
 
+    def _still_mine(self) -> None:
+        """Raise if another process took the lock over (it thought this one gone)."""
+        if _read(self.lock) != self._mine:
+            holder = _lock_holder(_read(self.lock) or "")
+            who = (
+                ""
+                if holder is None
+                else f" by process {holder['pid']} on {holder['host']!r}"
+            )
+            raise RuntimeError(
+                f"{self.fname}: the lock of {self.what} {str(self.path)!r} was taken "
+                f"over{who} while this process held it (the lock was not refreshed "
+                f"for {_STALE:.0f} s: a stalled process, or hosts whose clocks "
+                "differ). This process stops; the other one goes on with the run."
+            )
+
     def save(self, segment: int, fingerprint: str, dynamic) -> None:
+        self._still_mine()
         leaves = {f"leaf{i}": x for i, x in enumerate(jax.tree.leaves(dynamic))}
         _atomic(
             self.path / CHECKPOINT,
@@ -385,6 +404,7 @@ class RunDir:
 
     def finish(self, ensemble: Ensemble, fingerprint: str) -> None:
         """Write the results of the finished run, then complete `config.json`."""
+        self._still_mine()
         data = ensemble.to_xarray()
         data.attrs["fingerprint"] = fingerprint
         _atomic(
@@ -457,6 +477,11 @@ def update_bar(bar, st, running, num_seeds: int) -> None:
     bar.update(1)
 
 
+def libraries() -> dict[str, str]:
+    """The versions that decide a run's bits: the libraries' and the backend's."""
+    return {k: v for k, v in versions().items() if k not in ("python", "platform")}
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata
 
@@ -500,6 +525,13 @@ def _config(path: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def settings(config: dict) -> dict:
+    """`config` as `config.json` holds it (JSON types, no memory addresses in reprs):
+    the form in which the parts of a run compare their settings."""
+    text = json.dumps(config, default=_stable_repr)
+    return json.loads(re.sub(r" at 0x[0-9a-fA-F]+", "", text))
+
+
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -516,13 +548,20 @@ def join(path, config: dict, part: tuple[int, int], fname: str) -> Path:
     recorded there; a part of another run is refused, naming the settings that
     differ. Returns the directory of part `part`."""
     path = Path(path)
+    name = f"part {part[0]}/{part[1]}"
+    whole = [f for f in (LOCK, CHECKPOINT, RESULTS_FILE) if (path / f).exists()]
+    if whole:
+        raise ValueError(
+            f"{fname}: `checkpoint_dir` {str(path)!r} holds a run not split into parts "
+            f"(its {', '.join(whole)}), so {name} cannot join it. Use another "
+            "directory."
+        )
     path.mkdir(parents=True, exist_ok=True)
-    config = json.loads(json.dumps(config, default=str))  # as it reads back
+    config = settings(config)
     text = json.dumps(config | {"versions": versions(), "started": _now()}, indent=1)
     # The first part to start records the run; the others compare with it.
     _atomic(path / CONFIG, lambda f: f.write(text.encode()), exclusive=True)
     recorded = _config(path)
-    name = f"part {part[0]}/{part[1]}"
     if recorded.get("parts") is None:
         raise ValueError(
             f"{fname}: `checkpoint_dir` {str(path)!r} holds a run not split into parts "
@@ -541,8 +580,8 @@ def join(path, config: dict, part: tuple[int, int], fname: str) -> Path:
             "here"
             for key in named
         ) or (
-            "the initial models, data or functions (same settings otherwise: the "
-            "fingerprint of the first seed's model, the data and the functions differs)"
+            "the initial models, data, functions or the arguments' types (the settings "
+            "shown in config.json are the same, their fingerprint differs)"
         )
         raise ValueError(
             f"{fname}: {name} differs from the run in `checkpoint_dir` {str(path)!r} "
@@ -552,7 +591,7 @@ def join(path, config: dict, part: tuple[int, int], fname: str) -> Path:
     return part_dir(path, part)
 
 
-def _parts(path: Path, config: dict) -> tuple[list[int], dict[int, str]]:
+def _parts(path: Path, config: dict, fname: str) -> tuple[list[int], dict[int, str]]:
     """The finished parts of the run split into parts in `path`, and how far each
     other part got."""
     n = int(config["parts"])
@@ -562,7 +601,7 @@ def _parts(path: Path, config: dict) -> tuple[list[int], dict[int, str]]:
         own = _config(where)
         if own and own.get("run") != config.get("fingerprint"):
             raise ValueError(
-                f"the part directory {str(where)!r} belongs to another run than "
+                f"{fname}: the part directory {str(where)!r} belongs to another run than "
                 f"{str(path)!r} (its {CONFIG} names another run's fingerprint). Move "
                 "it away."
             )
@@ -627,14 +666,18 @@ def load_ensemble(path, like=None, *, partial: bool = False) -> Ensemble:
         ensemble = _load(path, path)
     else:
         n = config["parts"]
-        finished, missing = _parts(path, config)
+        finished, missing = _parts(path, config, "load_ensemble")
         if missing and not (partial and finished):
             listed = "; ".join(f"part {i}/{n}: {text}" for i, text in missing.items())
+            also = (
+                f", or pass `partial=True` to join the {len(finished)} finished parts"
+                if finished
+                else ""
+            )
             raise FileNotFoundError(
                 f"load_ensemble: {len(missing)} of the {n} parts of the run in "
                 f"{str(path)!r} have not finished ({listed}). Run each "
-                f"(`jaxflow ensemble ... --part I/{n}`, `part=(I, {n})`), or pass "
-                f"`partial=True` to join the {len(finished)} finished parts."
+                f"(`jaxflow ensemble ... --part I/{n}`, `part=(I, {n})`){also}."
             )
         ensemble = concatenate([_load(part_dir(path, (i, n)), path) for i in finished])
     if like is None:
@@ -740,7 +783,7 @@ def show(path) -> str:
         ]
     parts = config.get("parts")
     if parts is not None:
-        finished, missing = _parts(path, config)
+        finished, missing = _parts(path, config, "show")
         lines.append(
             f"parts         {len(finished)} of {parts} finished"
             + (f": {', '.join(map(str, finished))}" if finished and missing else "")

@@ -73,6 +73,17 @@ def test_parts_in_any_order_join_into_the_whole_run_others_refused_by_name(tmp_p
         jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, part=(1, 3), **KW)
     with pytest.raises(ValueError, match="holds a run split into 4 parts"):
         jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, **KW)
+    # The same value in another type may compute otherwise (a NumPy scalar is not
+    # weakly typed): refused too, and the message says that it may be a type.
+    with pytest.raises(ValueError, match="part 1/4 differs .*the arguments' types"):
+        jf.solve_ensemble(
+            FLOW,
+            init,
+            KEYS,
+            checkpoint_dir=path,
+            part=(1, 4),
+            **KW | dict(rtol=np.float64(1e-6)),
+        )
     jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, part=(1, 4), **KW)
     # Joined, the parts are the one-process run, bit for bit.
     assert same(jf.load_ensemble(path, like=init(KEYS[0])), whole)
@@ -84,6 +95,12 @@ def test_parts_in_any_order_join_into_the_whole_run_others_refused_by_name(tmp_p
             jf.solve_ensemble(FLOW, init, KEYS, part=bad, **KW)
     with pytest.raises(ValueError, match=r"`part` \(0, 8\) splits 7 seeds into 8"):
         jf.solve_ensemble(FLOW, init, KEYS, part=(0, 8), **KW)
+    # Nor does a part join a run that is not split into parts.
+    jf.solve_ensemble(FLOW, init, KEYS[:2], checkpoint_dir=tmp_path / "whole", **KW)
+    with pytest.raises(ValueError, match=r"holds a run not split into parts \(its "):
+        jf.solve_ensemble(
+            FLOW, init, KEYS[:2], checkpoint_dir=tmp_path / "whole", part=(0, 2), **KW
+        )
 
 
 def _env() -> dict:
@@ -146,7 +163,7 @@ def _ompi_job() -> int:
 
 @pytest.mark.slow
 def test_two_processes_equal_one_and_a_killed_one_resumes(reference, tmp_path):
-    def start(path):
+    def start(path, *extra):
         port = _port()
         return [
             _jaxflow(
@@ -158,6 +175,7 @@ def test_two_processes_equal_one_and_a_killed_one_resumes(reference, tmp_path):
                 2,
                 "--process-id",
                 i,
+                *(extra if i else ()),
             )  # fmt: skip
             for i in (0, 1)
         ]
@@ -185,6 +203,10 @@ def test_two_processes_equal_one_and_a_killed_one_resumes(reference, tmp_path):
         _finish(process)
     assert same(jf.load_ensemble(path), reference)
     assert sorted(p.name for p in (path / "parts").iterdir()) == ["0-of-2", "1-of-2"]
+    # One process refused (other settings): both stop at the start, neither waits.
+    errs = [_finish(process, code=2) for process in start(path, "--rtol", "1e-7")]
+    assert "part 1/2 differs" in errs[1] and "rtol: 1e-08 in the run, 1e-07" in errs[1]
+    assert "process(es) [1] could not start their part" in errs[0]
 
     # Kill process 1 after its first checkpoint; the job dies with it (process 0 is
     # killed too); the job started again finishes from the checkpoints.

@@ -125,17 +125,30 @@ def test_a_second_process_is_locked_out_a_dead_ones_lock_taken_over(
     assert not list(fresh.glob("*.tmp"))
 
 
-def test_the_holder_refreshes_its_lock(tmp_path, monkeypatch):
+def test_the_holder_refreshes_its_lock_and_stops_if_it_loses_it(tmp_path, monkeypatch):
     monkeypatch.setattr(jf._rundir, "_BEAT", 0.01)
     path = tmp_path / "run"
-    seen = []
+    ages = []
 
     def look(segment, stop):
-        seen.append((path / "lock").stat().st_mtime)
-        time.sleep(0.2)
+        lock = path / "lock"
+        if segment == 0:  # made to look old: the heartbeat makes it new again
+            os.utime(lock, (time.time() - 1000, time.time() - 1000))
+            time.sleep(0.3)
+        ages.append(time.time() - lock.stat().st_mtime)
 
     solve(path, callback=look)
-    assert len(seen) == 2 and seen[1] > seen[0], seen
+    assert ages[0] < 100, ages
+
+    # Another process took the lock over (it thought this one gone): this one stops
+    # at its next write instead of writing into a run that is no longer its own.
+    def take_over(segment, stop):
+        (path / "lock").write_text(json.dumps({"host": "node17", "pid": 4242}))
+
+    path = tmp_path / "lost"
+    with pytest.raises(RuntimeError, match="taken over by process 4242 on 'node17'"):
+        solve(path, callback=take_over)
+    assert (path / "lock").is_file()  # theirs, left alone
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte"])

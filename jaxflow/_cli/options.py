@@ -17,7 +17,7 @@ _EXAMPLES = """
   jaxflow ensemble --data boursier-flammarion --bias --fan width --width 200 \\
       --scale 0.1 --loss square --t1 5000 --rtol 1e-9 --seeds 8 --out runs/bf
   jaxflow ensemble --seeds 4096 --out runs/big --part 3/16   # one job of a job array
-  jaxflow ensemble --seeds 4096 --out runs/big --coordinator node0:12345 \
+  jaxflow ensemble --seeds 4096 --out runs/big --coordinator node0:12345 \\
       --num-processes 8 --process-id 0                    # one of 8 processes
   jaxflow show runs/sep64            # what a run directory holds
   jaxflow align --data toy --toy two-points --c 0.001 --seeds 16 --out runs/toy
