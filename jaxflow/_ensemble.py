@@ -336,8 +336,9 @@ def solve_ensemble(
     process), every process makes the same call. Each solves its own part,
     `(jax.process_index(), jax.process_count())`, on its own devices, and with
     `checkpoint_dir` writes, checkpoints and resumes it as a part (above); the parts are
-    then gathered, so that every process returns the whole `Ensemble`. `part` cannot be
-    given then.
+    then gathered, so that every process returns the whole `Ensemble`. If a process
+    cannot start its part (refused, locked out), every process raises before solving.
+    `part` cannot be given then.
 
     **Returns:**
 
