@@ -21,7 +21,7 @@ from ._errors import describe, describe_tree
 from ._flow import GradientFlow
 from ._integrate import Integrator, Outcome, advance, running
 from ._options import Options, default_atol, explained, prepare, resolve
-from ._results import Ensemble
+from ._results import Ensemble, map_seeds
 from .events._events import AbstractEvent
 from .metrics import default_metrics
 
@@ -558,16 +558,13 @@ def _gather(ensemble: Ensemble, sizes: list[int]) -> Ensemble:
     from jax.experimental import multihost_utils
 
     most = max(sizes)
-    rows = dataclasses.replace(ensemble, ts=None, segments=None)  # the per-seed arrays
-    padded = jax.tree.map(
-        lambda x: np.concatenate([x, np.repeat(x[:1], most - len(x), axis=0)]), rows
-    )
-    gathered = multihost_utils.process_allgather(padded, tiled=False)
-    joined = jax.tree.map(
-        lambda x: np.concatenate([x[p, :size] for p, size in enumerate(sizes)]),
-        gathered,
-    )
-    return dataclasses.replace(joined, ts=ensemble.ts, segments=ensemble.segments)
+
+    def one(x):  # padded to the largest part, gathered, the padding dropped
+        x = np.concatenate([x, np.repeat(x[:1], most - len(x), axis=0)])
+        every = multihost_utils.process_allgather(x, tiled=False)
+        return np.concatenate([every[p, :size] for p, size in enumerate(sizes)])
+
+    return map_seeds(one, ensemble)
 
 
 def _solve(

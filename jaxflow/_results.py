@@ -162,14 +162,20 @@ class Ensemble(eqx.Module):
         return pd.DataFrame(table).set_index("seed")
 
 
+def map_seeds(fn, *ensembles: Ensemble) -> Ensemble:
+    """`fn` over the per-seed arrays of `ensembles`, leaf by leaf (`jax.tree.map`); the
+    run's `ts` and `segments`, which are not per seed, from the first."""
+    first = ensembles[0]
+    rows = [dataclasses.replace(e, ts=None, segments=None) for e in ensembles]
+    return dataclasses.replace(
+        jax.tree.map(fn, *rows), ts=first.ts, segments=first.segments
+    )
+
+
 def concatenate(ensembles: list[Ensemble]) -> Ensemble:
     """The ensembles of disjoint sets of seeds of one run (its parts), as one: every
     per-seed array joined along the seed axis, in the order given."""
-    first = ensembles[0]
-    # `ts` and `segments` are the run's, not per seed: out of the join, then back.
-    shared = [dataclasses.replace(e, ts=None, segments=None) for e in ensembles]
-    joined = jax.tree.map(lambda *xs: np.concatenate(xs), *shared)
-    return dataclasses.replace(joined, ts=first.ts, segments=first.segments)
+    return map_seeds(lambda *xs: np.concatenate(xs), *ensembles)
 
 
 def status_of(value) -> RESULTS:

@@ -344,6 +344,7 @@ class RunDir:
     def load(self, fingerprint: str, like):
         """The segments done and the states saved, or `(0, None)` if nothing is.
         Raises if the directory holds a checkpoint or results of another run."""
+        # Again: a part may have recorded its run since this one took the lock.
         self._whole_run()
         done, loaded = 0, None
         file = self.path / CHECKPOINT
