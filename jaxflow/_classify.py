@@ -15,7 +15,7 @@ import numpy as np
 from ._escape import Escape, curvature_escape, empty_cone_escape
 from ._flow import GradientFlow
 from ._hessian import hessian_eigenvalues
-from ._kinks import supports
+from ._kinks import treatment
 from ._polish import Polished, on_device, polish, unmoved
 
 
@@ -198,7 +198,7 @@ def _strict_saddle(p: _Point, tol: _Tolerances) -> Verdict | None:
 
 def _new_neuron(p: _Point, tol: _Tolerances) -> Escape | None:
     """The re-solved escape by a new neuron in an empty cone, for a `TwoLayerReLU`."""
-    if not supports(p.flow, p.polished.model):
+    if treatment(p.flow, p.polished.model) != "min-norm":
         return None
     return empty_cone_escape(
         p.flow, p.polished.model, p.loss, tol.escape_size, tol.escape_time, tol.rtol

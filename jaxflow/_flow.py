@@ -7,9 +7,7 @@ from jaxtyping import Array, Float, PyTree
 
 from ._custom_types import LossFn
 from ._dataset import Dataset
-from ._kinks import supports
-from ._min_norm import min_norm_gradient
-from ._sliding import min_norm_velocity, supports as supports_sliding
+from ._kinks import min_norm_gradient
 from .losses import AbstractLoss
 
 
@@ -73,11 +71,7 @@ class GradientFlow(eqx.Module):
         pre-activation counting as on the kink. For other models it is
         `gradient(model)`.
         """
-        if supports(self, model):
-            return min_norm_gradient(self, model)
-        if supports_sliding(self, model):
-            return min_norm_velocity(self, model)
-        return self.gradient(model)
+        return min_norm_gradient(self, model)
 
     def value_and_gradient(self, params: PyTree, static: PyTree):
         """$(L, \\nabla L)$ as a function of the parameter arrays alone (the model is

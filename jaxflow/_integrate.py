@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from ._event_times import event_values, first_times, terminal_time
-from ._pieces import AbstractPieces
+from ._kinks import AbstractPieces
 from ._solution import RESULTS, final_status, finite, update_result
 from .events._events import AbstractEvent
 

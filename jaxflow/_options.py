@@ -19,10 +19,7 @@ from ._dataset import Dataset
 from ._errors import check, describe, describe_tree, is_traced
 from ._flow import GradientFlow
 from ._integrate import Integrator
-from ._kinks import MinNorm, supports
-from ._min_norm import ReLUProblem
-from ._pieces import Plain
-from ._sliding import Sliding, supports as supports_sliding
+from ._kinks import pieces, treatment
 from .events._events import AbstractEvent, check_events
 
 
@@ -30,9 +27,6 @@ FLOAT64_HINT = (
     "Enable float64 before creating the model: `jax.config.update('jax_enable_x64', "
     "True)` (importing jaxflow does this unless JAXFLOW_ENABLE_X64=0 is set)"
 )
-
-KINKS = ("auto", "min-norm", "plain", "general")
-
 
 def prepare(flow, model, metrics, fname: str):
     """Split `model` into parameter arrays and the rest, after checking `flow`, the
@@ -118,31 +112,6 @@ def explained(fname: str, flow: GradientFlow, model):
                 f"{fname}: the loss must return a scalar, got shape {value.shape}."
             ) from error
         raise
-
-
-def kink_mode(flow, model, kinks, fname: str) -> str:
-    """How a solve treats kinks: `"min-norm"` (the two-layer specialization,
-    `_kinks`), `"general"` (`_sliding`, any network whose loss calls `jax.nn.relu` or
-    `jax.nn.leaky_relu`) or `"plain"`."""
-    if kinks not in KINKS:
-        raise ValueError(
-            f"{fname}: `kinks` must be 'auto', 'min-norm', 'general' or 'plain', got "
-            f"{kinks!r}."
-        )
-    if kinks == "plain":
-        return kinks
-    if kinks != "general" and supports(flow, model):
-        return "min-norm"
-    if supports_sliding(flow, model):
-        return "general"
-    if kinks == "auto":
-        return "plain"
-    raise ValueError(
-        f"{fname}: kinks={kinks!r} needs a loss whose ReLUs are `jax.nn.relu` or "
-        "`jax.nn.leaky_relu` calls outside `lax` control flow (scan, cond, "
-        f"while_loop); the loss of model {type(model).__name__} has none. Use "
-        "kinks='plain'."
-    )
 
 
 def check_times(ts: ArrayLike, lo, hi, fname: str, dtype=None) -> Array:
@@ -264,17 +233,12 @@ class Options(eqx.Module):
         rtol, atol = (
             jnp.nan_to_num(jnp.asarray(x, dtype), nan=0.0) for x in (rtol, atol)
         )
-        if self.kinks == "min-norm":
-            problem = ReLUProblem(flow, eqx.combine(params, static))
-            pieces = MinNorm(problem, rtol, atol)
-        elif self.kinks == "general":
-            pieces = Sliding(flow, params, static, self.t1 - self.t0, rtol, atol)
-        else:
-            pieces = Plain(flow, static)
         return Integrator(
             flow=flow,
             static=static,
-            pieces=pieces,
+            pieces=pieces(
+                self.kinks, flow, params, static, self.t1 - self.t0, rtol, atol
+            ),
             solver=solver,
             controller=controller,
             t0=self.t0,
@@ -309,7 +273,7 @@ def resolve(
     """Check a solve's arguments and resolve their defaults (`model`: one seed's
     initial point, `params` its parameter arrays)."""
     events = check_events(events, fname)
-    kinks = kink_mode(flow, model, kinks, fname)
+    kinks = treatment(flow, model, kinks, fname)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(
             f"{fname}: `max_steps` must be a positive int, got {max_steps!r}."

@@ -17,9 +17,8 @@ import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
-from . import _gates
 from ._flow import GradientFlow
-from ._kinks import supports
+from ._kinks import _gates, treatment
 from ._relu import (
     activation_pattern,
     augment,
@@ -29,7 +28,6 @@ from ._relu import (
     replace_neurons,
     select_neurons,
 )
-from ._sliding import supports as supports_sliding
 from .metrics import grad_norm
 
 
@@ -102,7 +100,7 @@ def living_neurons(flow: GradientFlow, model):
     one of eight sizes per octave (at most 1/8 more), so that seeds with different
     numbers of living neurons share a few compiled shapes.
     """
-    if not supports(flow, model):
+    if treatment(flow, model) != "min-norm":
         return None, None, None
     active = activation_pattern(model, flow.data.X)
     alive = np.asarray(jnp.any(active, axis=0))
@@ -294,7 +292,7 @@ def polish(
         raise ValueError(f"polish: `rtol` must be in (0, 1), got {rtol!r}.")
     model = on_device(model)
     alive, keep, active = living_neurons(flow, model)
-    if alive is None and supports_sliding(flow, model):
+    if alive is None and treatment(flow, model) == "general":
         return _polish_gated(flow, model, rtol, max_steps)
     if alive is None:  # no kinks: Newton on all the parameters
         none = np.zeros(0, int)

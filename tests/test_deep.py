@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxflow as jf
-from jaxflow import _gates, _min_norm, _sliding
+from jaxflow._kinks import _gates, _min_norm, _sliding
 
 from helpers import boursier_flammarion_problem, flat, relative_error
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxflow as jf
-from jaxflow import _kinks, _min_norm, _relu
+from jaxflow import _relu
+from jaxflow._kinks import _min_norm, _two_layer
 
 from helpers import (
     boursier_flammarion_problem,
@@ -248,7 +249,7 @@ def test_first_crossing_not_the_first_by_linear_interpolation():
     flow = jf.GradientFlow(jf.losses.square, jf.Dataset(X, jnp.ones(2)))
     net = jf.models.TwoLayerReLU(2, 2, scale=1.0, key=jax.random.key(0))
     params, _ = eqx.partition(net, eqx.is_inexact_array)
-    pieces = _kinks.MinNorm(_min_norm.ReLUProblem(flow, net), 1e-8, 1e-8)
+    pieces = _two_layer.MinNorm(_min_norm.ReLUProblem(flow, net), 1e-8, 1e-8)
     pattern = _min_norm.Pattern(
         active=jnp.ones((2, 2), bool), slots=-jnp.ones((2, 4), int)
     )
@@ -283,7 +284,7 @@ def _one_step_over_kinks(flow, model, h, rtol):
     atol = rtol * 1e-3
     # Tolerances of 1 for the pieces: every crossing is stepped over (none is cut at
     # for its error); the errors are compared in the norm of `rtol`, `atol`.
-    pieces = _kinks.MinNorm(_min_norm.ReLUProblem(flow, model), 1.0, 1.0)
+    pieces = _two_layer.MinNorm(_min_norm.ReLUProblem(flow, model), 1.0, 1.0)
     start = pieces.init(params)
     y0, pattern = start.y, start.piece
     term, solver = pieces.term(), dfx.Tsit5()

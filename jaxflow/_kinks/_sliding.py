@@ -48,8 +48,8 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _gates
 from ._pieces import AbstractPieces, Cut, Start
-from ._relu import KINK_TOL
-from ._roots import first_root, when
+from .._relu import KINK_TOL
+from .._roots import first_root, when
 
 
 # Most pre-activations on a kink at once (more end the solve with `kink_overflow`).

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ._relu import KINK_TOL, augment, neurons, on_kink, pair_scale, with_neurons
-from ._roots import when
-from .losses import AbstractLoss
-from .models import TwoLayerReLU
+from .._relu import KINK_TOL, augment, neurons, on_kink, pair_scale, with_neurons
+from .._roots import when
+from ..losses import AbstractLoss
+from ..models import TwoLayerReLU
 
 
 # Most points a neuron can sit on the kink of at once (a pair beyond this ends the solve

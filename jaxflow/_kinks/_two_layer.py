@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ._dataset import Dataset
+from .._dataset import Dataset
 from ._min_norm import (
     Pattern,
     ReLUProblem,
@@ -36,10 +36,10 @@ from ._min_norm import (
     slots_of,
 )
 from ._pieces import AbstractPieces, Cut, Start
-from ._relu import KINK_TOL, neurons, with_neurons
-from ._roots import first_root, when
-from .losses import AbstractLoss
-from .models import TwoLayerReLU
+from .._relu import KINK_TOL, neurons, with_neurons
+from .._roots import first_root, when
+from ..losses import AbstractLoss
+from ..models import TwoLayerReLU
 
 
 # Where a step's dense output is sampled for the crossing times (fractions of the

@@ -28,7 +28,7 @@ import numpy as np
 from jax.extend.core import DropVar, Literal, jaxpr_as_fun, jaxprs_in_params
 from jaxtyping import Array, Bool, Float, PyTree
 
-from ._relu import KINK_TOL, on_kink
+from .._relu import KINK_TOL, on_kink
 
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint")
