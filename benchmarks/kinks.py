@@ -26,7 +26,20 @@ Prints:
    the general mechanism on a `TwoLayerReLU` (wall, error). At scale 1 the nets are
    stiff near their minima: run that scale with `--deep-solver Kvaerno5`.
 
+8. Teacher-student regression (`--only-regression`, issue 36): a ReLU teacher of 4
+   neurons in d = 10, 500 Gaussian inputs, half-square loss, a biased student of
+   width 100 at balanced init 1e-4, default mode to t = 1000 at rtol 1e-6 and 1e-8:
+   evidence, wall (compilation apart), the parameters at t = 10 against GD at lr 1e-4
+   and 1e-5, the final loss against GD at lr 1e-4, wall against GD at lr 1e-3; the
+   plateaus of the loss (saddle to saddle) by the flow and by GD, plotted to
+   `benchmarks/teacher_student_plateaus.png`; then the variants without bias, at init
+   1e-2, with n = 5000 and with width 1000.
+
     python benchmarks/kinks.py                 # 1-4 (~15 min on 2 CPU cores)
+    python benchmarks/kinks.py --only-regression   # 8 (~60 min; GD at lr 1e-4 is 30)
+    python benchmarks/kinks.py --only-bf       # 3 alone
+    python benchmarks/kinks.py --only-plateaus     # 8's plateaus alone, t <= 100 (~5 min)
+    python benchmarks/kinks.py --only-convergence  # 8's loss by rtol (~10 min)
     python benchmarks/kinks.py --only-deep --depths 3 --scales 0.3     # ~20 min
     python benchmarks/kinks.py --only-deep --depths 3 --scales 1 --deep-solver Kvaerno5 --no-plain
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
@@ -383,6 +396,194 @@ def specialization(T=8.0):
         print(f"rtol {rtol:g}: general / two-layer wall = {ratio:.1f}")
 
 
+def teacher_student(n=500, width=100, scale=1e-4, bias=True):
+    """Issue 36's problem: a ReLU teacher of 4 neurons in d = 10, n Gaussian inputs,
+    half-square loss, a two-layer student of `width` neurons at balanced init
+    `scale`."""
+    teacher = jf.models.TwoLayerReLU(10, 4, scale=1.0, key=jax.random.key(100))
+    data = jf.datasets.GaussianTeacher(teacher).sample(jax.random.key(101), n)
+    net = jf.models.TwoLayerReLU(10, width, scale=scale, bias=bias,
+                                 key=jax.random.key(0))  # fmt: skip
+    return jf.GradientFlow(jf.losses.half_square, data), net
+
+
+def plateaus(t, loss, flat=0.1, span=1.5):
+    """The loss's plateaus: maximal runs of times where |d ln L / d ln t| < `flat`,
+    over at least a factor `span` in t, as (start, end, loss at start)."""
+    slope = np.abs(np.gradient(np.log(loss), np.log(t)))
+    out, i = [], 0
+    while i < len(t):
+        j = i
+        while j + 1 < len(t) and slope[j + 1] < flat and slope[i] < flat:
+            j += 1
+        if slope[i] < flat and t[j] >= span * t[i]:
+            out.append((t[i], t[j], loss[i]))
+        i = j + 1
+    return out
+
+
+def timed_solve(flow, net, T, ts, **options):
+    """A solve to `T`, its wall time without compilation (a solve to 1e-6 T first,
+    same shapes and options), and that compilation's time."""
+    start = time.perf_counter()
+    jax.block_until_ready(jf.solve(flow, net, t1=1e-6 * T, ts=1e-6 * ts, **options))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sol = jax.block_until_ready(jf.solve(flow, net, t1=T, ts=ts, **options))
+    return sol, time.perf_counter() - start, compile_s
+
+
+def timed_gd(flow, net, lr, T, ts):
+    """GD to `T` at `lr` (a `lax.scan`), and its wall time, compilation included (a
+    second or two, next to minutes)."""
+    start = time.perf_counter()
+    gd = jf.gradient_descent(flow, net, lr=lr, steps=int(round(T / lr)), ts=ts)
+    jax.block_until_ready(gd.final)
+    return gd, time.perf_counter() - start
+
+
+def regression(T=1000.0, gd_tight=True, variants=True):
+    """Issue 36: the teacher-student problem in the default mode to T, against GD."""
+    flow, net = teacher_student()
+    ts = np.unique(np.concatenate([np.geomspace(1e-2, T, 501), [10.0, T]]))
+    ts = jnp.asarray(ts)
+    i10 = int(np.argmin(np.abs(np.asarray(ts) - 10.0)))
+    print(f"\n## 8. Teacher-student regression (issue 36): teacher 4 ReLU neurons, d = 10, "
+          f"n = 500 Gaussian inputs, half-square loss; student width 100, bias, "
+          f"balanced init 1e-4; default mode to t = {T:g}")  # fmt: skip
+    print("\n| run | status | accepted | rejected | gradient evals | crossings | "
+          "slides | exits | max sliding | conserved drift | loss at T | compile s | "
+          "wall s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def row(name, sol, wall, compile_s=float("nan")):
+        s = stats(sol)
+        m = sol.metrics
+        print(f"| {name} | {sol.status_name} | {s['num_accepted_steps']} | "
+              f"{s['num_rejected_steps']} | {s['num_vf_evals']} | "
+              f"{s['num_crossings'] + s['num_small_crossings']} | {s['num_slides']} | "
+              f"{s['num_exits']} | {int(np.max(m['num_sliding']))} | "
+              f"{float(np.max(m['conserved_drift'])):.1e} | "
+              f"{float(m['loss'][-1]):.6e} | {compile_s:.1f} | {wall:.1f} |",
+              flush=True)  # fmt: skip
+
+    flows = {}
+    for rtol in (1e-6, 1e-8):
+        sol, wall, compile_s = timed_solve(flow, net, T, ts, rtol=rtol)
+        flows[rtol] = (sol, wall)
+        row(f"flow, rtol {rtol:.0e}", sol, wall, compile_s)
+    gd = {}
+    for lr, horizon in ((1e-3, T), (1e-5, 10.0)) + (((1e-4, T),) if gd_tight else ()):
+        gts = ts[ts <= horizon]
+        gd[lr], wall = timed_gd(flow, net, lr, horizon, gts)
+        loss = float(gd[lr].metrics["loss"][-1])
+        print(f"| GD, lr {lr:.0e}, to t = {horizon:g} | {gd[lr].status_name} | "
+              f"{int(round(horizon / lr))} steps | | | | | | | | {loss:.6e} | | "
+              f"{wall:.1f} |", flush=True)  # fmt: skip
+        if lr == 1e-3:
+            gd_wall = wall
+    print("\nTargets, each rtol:\n")
+    print("| rtol | successful | ‖θ(10) − GD 1e-5‖ / ‖θ(10) − GD 1e-4‖ | "
+          "loss at T vs GD 1e-4 (relative) | wall / GD lr 1e-3 wall |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for rtol, (sol, wall) in flows.items():
+        theta = jax.tree.map(lambda x: x[i10], sol.ys)
+        far = {lr: error(jax.tree.map(lambda x: x[i10], gd[lr].ys), theta)
+               for lr in gd if lr != 1e-3}  # fmt: skip
+        ratio = far[1e-4] / far[1e-5] if 1e-4 in far else float("nan")
+        flow_loss = float(sol.metrics["loss"][-1])
+        gd_loss = float(gd[1e-4].metrics["loss"][-1]) if 1e-4 in gd else float("nan")
+        print(f"| {rtol:.0e} | {sol.status_name == 'successful'} | "
+              f"{far[1e-5]:.2e} vs {far.get(1e-4, float('nan')):.2e}: {ratio:.1f}x | "
+              f"{abs(flow_loss - gd_loss) / gd_loss:.1e} | {wall / gd_wall:.2f} |")  # fmt: skip
+    if 1e-4 in gd:
+        saddle_to_saddle(ts, flows[1e-8][0], gd[1e-4])
+    if variants:
+        print("\nVariants, default mode, rtol 1e-6, to t = 1000 (wall includes "
+              "compilation):\n")  # fmt: skip
+        print("| variant | status | accepted | rejected | gradient evals | crossings | "
+              "slides | exits | max sliding | conserved drift | loss at T | compile s | "
+              "wall s |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, options in (("no bias", {"bias": False}), ("init 1e-2", {"scale": 1e-2}),
+                              ("n = 5000", {"n": 5000}), ("width 1000", {"width": 1000})):  # fmt: skip
+            vflow, vnet = teacher_student(**options)
+            start = time.perf_counter()
+            sol = jf.solve(vflow, vnet, t1=T, ts=jnp.geomspace(1e-2, T, 51), rtol=1e-6)
+            jax.block_until_ready(sol.final)
+            row(name, sol, time.perf_counter() - start)
+
+
+def plateau_study(T=100.0):
+    """The saddle-to-saddle part of section 8 alone: the flow (rtol 1e-8) and GD at
+    lr 1e-4 to `T` (the plateaus end before t = 50; then the loss decays like a power
+    of t)."""
+    flow, net = teacher_student()
+    ts = jnp.geomspace(1e-2, T, 401)
+    print(
+        f"\n## 8b. Teacher-student (section 8's problem), saddle to saddle, t <= {T:g}"
+    )
+    sol = jf.solve(flow, net, t1=T, ts=ts, rtol=1e-8)
+    gd, wall = timed_gd(flow, net, 1e-4, T, ts)
+    print(f"\nFlow: {sol.status_name}, {stats(sol)['num_accepted_steps']} steps; GD: "
+          f"{int(round(T / 1e-4))} steps, {wall:.0f} s.")  # fmt: skip
+    saddle_to_saddle(ts, sol, gd)
+
+
+def rtol_convergence(rtols=(1e-6, 1e-7, 1e-8, 1e-9), T=1000.0):
+    """Section 8's flow at several tolerances: its loss at a few times, to see what it
+    converges to."""
+    flow, net = teacher_student()
+    ts = jnp.array([1.0, 10.0, 30.0, 100.0, 300.0, T])
+    print("\n## 8c. Teacher-student (section 8's problem): the loss by rtol\n")
+    print(
+        "| rtol | status | "
+        + " | ".join(f"t = {float(t):g}" for t in ts)
+        + " | wall s |"
+    )
+    print("|---|---|" + "---|" * (len(ts) + 1))
+    for rtol in rtols:
+        start = time.perf_counter()
+        sol = jf.solve(flow, net, t1=T, ts=ts, rtol=rtol)
+        loss = jax.block_until_ready(sol.metrics["loss"])
+        print(f"| {rtol:.0e} | {sol.status_name} | "
+              + " | ".join(f"{float(x):.9e}" for x in loss)
+              + f" | {time.perf_counter() - start:.0f} |", flush=True)  # fmt: skip
+
+
+def saddle_to_saddle(ts, sol, gd):
+    """The loss against log t, flow and GD at lr 1e-4, with the plateaus marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(ts)
+    curves = {"flow (rtol 1e-8)": (t, np.asarray(sol.metrics["loss"])),
+              "GD, lr 1e-4": (np.asarray(gd.ts), np.asarray(gd.metrics["loss"]))}  # fmt: skip
+    found = {name: plateaus(*curve) for name, curve in curves.items()}
+    print("\nPlateaus (|d ln L / d ln t| < 0.1 over at least a factor 1.5 in t; t = "
+          "0.01 is the first time saved):\n")  # fmt: skip
+    print("| plateau | loss | flow start | flow end | GD lr 1e-4 start | GD end |")
+    print("|---|---|---|---|---|---|")
+    a, b = found.values()
+    for k in range(max(len(a), len(b))):
+        cells = [f"{a[k][2]:.4g}" if k < len(a) else "-"]
+        for p in (a, b):
+            cells += [f"{p[k][0]:.3g}", f"{p[k][1]:.3g}"] if k < len(p) else ["-", "-"]
+        print(f"| {k + 1} | " + " | ".join(cells) + " |")
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for (name, (x, y)), style in zip(curves.items(), ("-", "--")):
+        ax.loglog(x, y, style, label=name)
+    for start, end, _ in a:
+        ax.axvspan(start, end, color="0.85", zorder=0)
+    ax.set(xlabel="t", ylabel="loss", title="Teacher-student: saddle to saddle "
+           "(plateaus shaded)")  # fmt: skip
+    ax.legend()
+    fig.savefig(HERE / "teacher_student_plateaus.png", dpi=100)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -398,11 +599,33 @@ def main():
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3])
     parser.add_argument("--deep-solver", default="Tsit5")
     parser.add_argument("--no-plain", action="store_true")
+    parser.add_argument("--only-regression", action="store_true")
+    parser.add_argument("--only-convergence", action="store_true",
+                        help="section 8's loss by rtol, 1e-6 to 1e-9")  # fmt: skip
+    parser.add_argument("--only-plateaus", action="store_true",
+                        help="section 8's saddle-to-saddle table and plot alone")  # fmt: skip
+    parser.add_argument("--only-bf", action="store_true",
+                        help="section 3 alone (8 seeds; 2 with --quick)")  # fmt: skip
+    parser.add_argument("--no-gd-tight", action="store_true",
+                        help="skip GD at lr 1e-4 to t = 1000 (30 min)")  # fmt: skip
+    parser.add_argument("--no-variants", action="store_true")
     args = parser.parse_args()
     print(
         f"# jaxflow kinks benchmark: {platform.processor() or platform.machine()}, "
         f"{jax.devices()[0].platform}, jax {jax.__version__}, jaxflow {jf.__version__}"
     )
+    if args.only_bf:
+        boursier_flammarion(2 if args.quick else 8)
+        return
+    if args.only_convergence:
+        rtol_convergence()
+        return
+    if args.only_plateaus:
+        plateau_study()
+        return
+    if args.only_regression:
+        regression(gd_tight=not args.no_gd_tight, variants=not args.no_variants)
+        return
     if args.deep or args.only_deep:
         specialization()
         deep(args.depths, args.scales, args.deep_seeds, solver=args.deep_solver,

@@ -92,7 +92,9 @@ def best_new_neuron(
     $g_P = \sum_{i \in P} r_i \tilde x_i$, so its maximum there is at
     $\pm g_P/\|g_P\|$ when that lies in the cone. Cones are found from `samples`
     random directions (a fine grid on the circle when $(w, b)$ is 2-D); each is then
-    refined to its $\pm g_P / \|g_P\|$ when that keeps the pattern.
+    refined to its $\pm g_P / \|g_P\|$ when that keeps the pattern. Of directions
+    whose $|G|$ ties the maximum (to a relative $10^{-9}$), the one active on the
+    fewest points.
     """
     X = augment(np.asarray(flow.data.X), model.b is not None)
     r = np.asarray(_residuals(flow, model))
@@ -113,7 +115,11 @@ def best_new_neuron(
     keeps = (refined @ X.T > 0) == np.concatenate([P, P])
     U = np.concatenate([U, refined[keeps.all(axis=1)]])
     G = np.maximum(U @ X.T, 0.0) @ r
-    best = int(np.argmax(np.abs(G)))
+    # Ties are common, not rounding accidents: with a bias and residuals at a
+    # least-squares fit, a cone and its complement have the same |G|. The one active
+    # on fewer points is taken, so that the choice does not depend on rounding.
+    near = np.abs(G) >= (1 - 1e-9) * np.max(np.abs(G))
+    best = int(np.argmin(np.where(near, (U @ X.T > 0).sum(axis=1), X.shape[0] + 1)))
     return U[best], float(G[best]), U[best] @ X.T > 0
 
 

@@ -64,8 +64,8 @@ class GradientFlow(eqx.Module):
 
         For a `jaxflow.models.TwoLayerReLU` with a built-in loss on a `Dataset`, pairs
         with $|\langle w_j, x_i\rangle + b_j| \le 10^{-10} \|(w_j, b_j)\| \|(x_i, 1)\|$
-        count as on the kink (where the min-norm solve keeps sliding pairs, to rounding);
-        at most four per neuron. For another network whose loss calls `jax.nn.relu` or
+        count as on the kink (where the min-norm solve keeps sliding pairs, to rounding),
+        any number per neuron. For another network whose loss calls `jax.nn.relu` or
         `jax.nn.leaky_relu`, minus the velocity of the sliding flow (the equivalent
         control, `jaxflow._sliding`), pairs within $10^{-10}$ of their site's RMS
         pre-activation counting as on the kink. For other models it is

@@ -28,6 +28,7 @@ FLOAT64_HINT = (
     "True)` (importing jaxflow does this unless JAXFLOW_ENABLE_X64=0 is set)"
 )
 
+
 def prepare(flow, model, metrics, fname: str):
     """Split `model` into parameter arrays and the rest, after checking `flow`, the
     model's floating-point dtypes and `metrics` (`None` stays: the defaults,

@@ -48,7 +48,10 @@ def when(pred, fn, default):
     Unlike `jax.lax.cond`, which `jax.vmap` turns into evaluating both branches for every
     element, this is a loop of at most one iteration: under vmap `fn` runs once if any
     element needs it (its results kept where `pred`), and not at all otherwise.
+    A Python bool chooses at trace time.
     """
+    if isinstance(pred, bool):
+        return fn() if pred else default
     return jax.lax.while_loop(
         lambda c: c[0], lambda c: (jnp.zeros_like(c[0]), fn()), (pred, default)
     )[1]

@@ -13,8 +13,12 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     `dt_min_reached`, `nonfinite`, ...) plus jaxflow's own."""
 
     kink_overflow = (
-        "A neuron reached the kinks of more data points at once than the minimum-norm "
-        "treatment holds (jaxflow._kinks.MAX_KINKS); solve with kinks='plain'."
+        "More pre-activations on a kink at once than the kink treatment holds. For a "
+        "TwoLayerReLU: a neuron slid along the kinks of more linearly independent "
+        "points than its free slots, min(n, d + 1, FREE_BYTES / (8 width (d + 1))) "
+        "with jaxflow._kinks._min_norm.FREE_BYTES = 32 MiB (raise it); for other "
+        "networks, more than jaxflow._kinks._sliding.MAX_SLIDING = 64. Or solve with "
+        "kinks='plain'."
     )
     sliding_unresolved = (
         "Pre-activations sliding along their kinks have no equivalent control in the "
@@ -160,9 +164,12 @@ class Solution(eqx.Module):
         maximum number of solver steps was reached. ..."`."""
         name = self.status_name
         text = RESULTS[self.status]
-        if isinstance(name, str):
-            return name if not text else f"{name}: {text}"
-        return str(name)
+        if not isinstance(name, str):
+            return str(name)
+        neuron = int(np.asarray(self.stats.get("kink_overflow_neuron", 0))) - 1
+        if name == "kink_overflow" and neuron >= 0:
+            text = f"{text} (Neuron {neuron}.)"
+        return name if not text else f"{name}: {text}"
 
     def summary(self) -> str:
         """A few lines with the accuracy evidence of this solve (unbatched only)."""

@@ -181,6 +181,7 @@ def test_sliding_neuron_counts_as_dead():
         assert row["tau_max"] > row["t1"]
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_times_in_both_units_agree_with_a_sum_loss_run():
     # The theorem's unit is sum-loss time: the sum loss's flow is the mean loss's at
     # n times the speed. A sum-loss run's times, converted, must equal a mean-loss

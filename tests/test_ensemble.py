@@ -60,9 +60,8 @@ def assert_same_bits(ens, i, sol):
     assert ens.status_name[i] == sol.status_name
 
 
-@pytest.mark.parametrize(
-    "kinks", ["plain", pytest.param("min-norm", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
+@pytest.mark.parametrize("kinks", ["plain", "min-norm"])
 def test_a_seed_gets_the_bits_of_its_solve_alone(kinks):
     # Whatever its batch-mates, the batch size or the order of the seeds.
     keys = jax.random.split(jax.random.key(4), 16)
@@ -103,6 +102,7 @@ def test_metrics_deferred_after_the_loop_equal_metrics_in_the_loop(monkeypatch):
     assert np.array_equal(deferred.final.W, in_loop.final.W)
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_terminal_seeds_leave_failures_are_kept_per_seed_data(tmp_path):
     # Data resampled per seed; one seed's init is nan.
     def flow(key):

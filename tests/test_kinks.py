@@ -7,7 +7,7 @@ import pytest
 
 import jaxflow as jf
 from jaxflow import _relu
-from jaxflow._kinks import _min_norm, _two_layer
+from jaxflow._kinks import _box, _min_norm, _two_layer
 
 from helpers import (
     boursier_flammarion_problem,
@@ -17,22 +17,171 @@ from helpers import (
 )
 
 
-@pytest.mark.parametrize("empty", [(), (0,), (1,), (0, 2)])
-def test_box_least_squares_is_exact(empty):
+def _box_reference(G, X, C, K):
+    """The least-norm element of each neuron's box problem by scipy's `lsq_linear`
+    (BVLS): `(h, d1)`."""
     optimize = pytest.importorskip("scipy.optimize")
-    k = _min_norm.MAX_KINKS
-    valid = jnp.array([i not in empty for i in range(k)])
+    out = np.array(G, dtype=float)
+    for j in range(G.shape[0]):
+        idx = np.flatnonzero(K[:, j])
+        if idx.size:
+            A = (C[idx, j][:, None] * X[idx]).T
+            s = optimize.lsq_linear(A, -G[j], bounds=(0, 1), method="bvls", tol=1e-15).x
+            out[j] = G[j] + A @ s
+    return out
+
+
+def test_box_problem_is_exact():
+    """`_box.solve` (Lawson-Hanson active set) against scipy's BVLS on random problems,
+    up to 50 points on one neuron's kink, 48 of them in a 3-dimensional subspace
+    (linearly dependent columns, so s is not unique): the least-norm element agrees
+    to rounding, whether started cold, from the solution's face (no face change),
+    or from a wrong face; and s certifies it (in the box, and it rebuilds w)."""
     rng = np.random.default_rng(0)
-    for _ in range(30):
-        g = jnp.asarray(rng.normal(size=6))
-        M = jnp.asarray(rng.normal(size=(k, 6)) * rng.uniform(0.1, 3, size=(k, 1)))
-        s = _min_norm._box_lsq(g, M, valid)
-        A = np.asarray(M[np.asarray(valid)].T)
-        ref = optimize.lsq_linear(A, -np.asarray(g), bounds=(0, 1), tol=1e-14)
-        best = np.sum((np.asarray(g) + A @ ref.x) ** 2)
-        ours = float(jnp.sum((g + M.T @ s) ** 2))
-        assert ours <= best + 1e-12 * (1 + best)
-        assert bool(jnp.all((s >= 0) & (s <= 1) & (valid | (s == 0))))
+    h, n, d1 = 5, 60, 6
+    solve = jax.jit(_box.solve)
+    cold = _box.Face(jnp.full((h, d1), -1, jnp.int32), jnp.zeros((n, h), bool))
+    for _ in range(8):
+        X = rng.normal(size=(n, d1))
+        X[:48] = rng.normal(size=(48, 3)) @ rng.normal(size=(3, d1))
+        G = 3 * rng.normal(size=(h, d1))
+        C = rng.normal(size=(n, h))
+        K = rng.uniform(size=(n, h)) < rng.uniform(0.05, 0.9, size=(1, h))
+        K[:50, 0] = True
+        args = [jnp.asarray(a) for a in (G, X, C, K, np.linalg.norm(X, axis=1))]
+        reference = _box_reference(G, X, C, K)
+        box = solve(*args, cold)
+        wrong = _box.Face(
+            jnp.asarray(np.where(rng.uniform(size=(h, d1)) < 0.5, -1, rng.integers(0, n, (h, d1))), jnp.int32),
+            jnp.asarray(rng.uniform(size=(n, h)) < 0.3),
+        )  # fmt: skip
+        for start in (box.face, wrong):
+            free, s = _box.compact(start.free, jnp.zeros(start.free.shape))
+            again = solve(*args, _box.Face(free, start.upper))
+            assert float(jnp.max(jnp.abs(again.direction - box.direction))) < 1e-12
+        assert int(solve(*args, box.face).iterations) == 0
+        assert bool(box.converged) and not bool(jnp.any(box.overflow))
+        size = np.linalg.norm(G, axis=1, keepdims=True)
+        assert np.max(np.abs(np.asarray(box.direction) - reference) / size) < 1e-12
+        s = np.asarray(box.multipliers(n))
+        assert np.all((s >= 0) & (s <= 1)) and np.all(s[~K] == 0)
+        rebuilt = G + (s * C).T @ X
+        assert np.max(np.abs(rebuilt - np.asarray(box.direction)) / size) < 1e-12
+
+
+def _min_norm_reference(net, X, y, on):
+    """The least-norm element of the half-square loss's subdifferential at a
+    `TwoLayerReLU` with a bias, with the pairs `on` (n, h) on their kink, from NumPy
+    and scipy alone: `(gradient in (w_j, b_j) rows, gradient in v)`."""
+    W, v, b = (np.asarray(a) for a in (net.W, net.v, net.b))
+    X1 = np.concatenate([X, np.ones((X.shape[0], 1))], axis=1)
+    Z = np.where(on, 0.0, X1 @ np.concatenate([W, b[:, None]], axis=1).T)
+    r = (np.maximum(Z, 0) @ v - y) / X.shape[0]
+    G = ((Z > 0) * r[:, None] * v[None, :]).T @ X1
+    return _box_reference(G, X1, r[:, None] * v[None, :], on), np.maximum(Z, 0).T @ r
+
+
+def test_min_norm_gradient_with_50_points_on_one_kink():
+    """Neuron 0 on the kinks of 50 of 60 points (in 11 dimensions, with the bias),
+    put on the hyperplane of its kink: the min-norm field agrees with scipy's
+    `lsq_linear` to rounding, some multipliers strictly inside (0, 1), others at both
+    bounds; and the flow from there is solved."""
+    rng = np.random.default_rng(0)
+    d, n = 10, 60
+    net = jf.models.TwoLayerReLU(d, 5, scale=1.0, bias=True, key=jax.random.key(8))
+    w, b = np.asarray(net.W[0]), float(net.b[0])
+    X = rng.normal(size=(n, d))
+    X[:50] -= np.outer((X[:50] @ w + b) / (w @ w), w)
+    teacher = jf.models.TwoLayerReLU(d, 3, scale=1.0, bias=True, key=jax.random.key(7))
+    y = np.asarray(teacher(jnp.asarray(X)))
+    flow = jf.GradientFlow(
+        jf.losses.half_square, jf.Dataset(jnp.asarray(X), jnp.asarray(y))
+    )
+    on = np.zeros((n, 5), bool)
+    on[:50, 0] = True
+    assert np.array_equal(
+        np.abs(np.asarray(net.preactivations(flow.data.X))) < 1e-12, on
+    )
+    gU, gv = _min_norm_reference(net, X, y, on)
+    got = flow.min_norm_gradient(net)
+    got_U = np.concatenate([np.asarray(got.W), np.asarray(got.b)[:, None]], axis=1)
+    assert np.max(np.abs(got_U - gU)) < 1e-13 * np.max(np.abs(gU))
+    assert np.max(np.abs(np.asarray(got.v) - gv)) < 1e-13 * np.max(np.abs(gv))
+    plain = np.asarray(flow.gradient(net).W[0])
+    assert np.max(np.abs(plain - gU[0, :d])) > 0.1 * np.max(np.abs(gU))  # a real kink
+    problem = _min_norm.ReLUProblem(flow, net)
+    params = eqx.filter(net, eqx.is_inexact_array)
+    pattern = _min_norm.pattern_at(params, problem, _relu.KINK_TOL)
+    s = np.asarray(_min_norm.field(params, pattern, problem).box.multipliers(n))[:50, 0]
+    assert np.sum((s > 1e-3) & (s < 1 - 1e-3)) >= 1
+    assert np.sum(s == 0) >= 1 and np.sum(s == 1) >= 1
+    sol = jf.solve(flow, net, t1=1.0, rtol=1e-8, save_models=False, metrics={})
+    assert sol.status == jf.RESULTS.successful
+
+
+def test_sliding_on_the_intersection_of_five_kinks():
+    """One neuron on the kinks of 5 points (in 7 dimensions), with data built so that
+    its minimum-norm field has s = (0.2, 0.3, 0.4, 0.3, 0.2): it slides along the
+    intersection of the 5 surfaces. The reference is the same flow written as a smooth
+    ODE on that intersection (w in the complement of the 5 points' span, by scipy's
+    DOP853), with lsq_linear confirming along it that every s stays in (0, 1). And with
+    fewer free slots than the 5 it needs, the solve stops with `kink_overflow`, naming
+    the limit and the neuron."""
+    optimize = pytest.importorskip("scipy.optimize")
+    integrate = pytest.importorskip("scipy.integrate")
+    rng = np.random.default_rng(0)
+    d, n, T = 7, 6, 2.0
+    w0 = rng.normal(size=d)
+    w0 /= np.linalg.norm(w0)
+    K = rng.normal(size=(5, d))
+    K -= np.outer(K @ w0, w0)  # on the kink of w0
+    y = np.append(rng.uniform(0.5, 1.5, 5), 3.0)
+    s0, v0 = np.array([0.2, 0.3, 0.4, 0.3, 0.2]), 1.0
+    # The active point x = S + w0 (z = 1): S cancels sum_k s0_k c_k x_k, c_k = -y_k / n.
+    r = (v0 - y[5]) / n
+    x = (s0 * y[:5]) @ K / (n * r) + w0
+    X = np.vstack([K, x])
+
+    def multipliers(w, v):  # of the box problem, by lsq_linear
+        z = x @ w
+        G = v * (v * z - y[5]) / n * x
+        A = (-v * y[:5] / n)[None, :] * K.T
+        return optimize.lsq_linear(A, -G, bounds=(0, 1), method="bvls", tol=1e-15).x
+
+    B = np.linalg.qr(K.T, mode="complete")[0][:, 5:]  # the intersection's directions
+
+    def rhs(t, theta):
+        w, v = B @ theta[:2], theta[2]
+        r = (v * (x @ w) - y[5]) / n
+        return -np.append(B.T @ (v * r * x), r * (x @ w))
+
+    ts = np.linspace(0.0, T, 11)
+    ref = integrate.solve_ivp(rhs, (0, T), np.append(B.T @ w0, v0), method="DOP853",
+                              rtol=1e-12, atol=1e-14, t_eval=ts)  # fmt: skip
+    s = np.array([multipliers(B @ ref.y[:2, i], ref.y[2, i]) for i in range(ts.size)])
+    assert np.allclose(s[0], s0, atol=1e-12) and 0.05 < s.min() and s.max() < 0.95
+    net = jf.models.TwoLayerReLU(d, 1, scale=1.0, key=jax.random.key(0))
+    net = eqx.tree_at(
+        lambda m: (m.W, m.v), net, (jnp.asarray(w0)[None], jnp.array([v0]))
+    )
+    flow = jf.GradientFlow(
+        jf.losses.half_square, jf.Dataset(jnp.asarray(X), jnp.asarray(y))
+    )
+    sol = jf.solve(flow, net, t1=T, rtol=1e-10, ts=jnp.asarray(ts))
+    assert sol.status == jf.RESULTS.successful
+    assert np.all(np.asarray(sol.metrics["num_sliding"]) == 5)
+    Z = np.asarray(jax.vmap(lambda m: m.preactivations(flow.data.X))(sol.ys))[:, :5, 0]
+    assert np.max(np.abs(Z)) < 1e-14 * np.max(np.linalg.norm(X, axis=1))
+    end = np.append(B @ ref.y[:2, -1], ref.y[2, -1])
+    got = np.append(np.asarray(sol.final.W[0]), float(sol.final.v[0]))
+    assert np.max(np.abs(got - end)) < 1e-9 * np.max(np.abs(end))
+    assert float(sol.metrics["loss"][-1]) < 0.7 * float(sol.metrics["loss"][0])
+    # Room for 3 free pairs a neuron (FREE_BYTES over 8 bytes x width x (d + 1) floats).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_min_norm, "FREE_BYTES", 3 * 8 * d)
+        short = jf.solve(flow, net, t1=T, rtol=1e-10, save_models=False, metrics={})
+    assert short.status_name == "kink_overflow"
+    assert "FREE_BYTES" in short.message and "(Neuron 0.)" in short.message
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -40,8 +189,8 @@ def test_field_off_kinks_is_the_gradient(bias):
     flow, net = relu_problem(n=15, d=4, width=7, scale=1.0, bias=bias)
     params, _ = eqx.partition(net, eqx.is_inexact_array)
     problem = _min_norm.ReLUProblem(flow, net)
-    pattern, _ = _min_norm.pattern_at(params, problem, _relu.KINK_TOL)
-    assert int(jnp.sum(pattern.slots >= 0)) == 0
+    pattern = _min_norm.pattern_at(params, problem, _relu.KINK_TOL)
+    assert int(jnp.sum(pattern.kinked)) == 0
     F = _min_norm.field(params, pattern, problem)
     assert relative_error(F.gradient, flow.gradient(net)) < 1e-13
     assert float(abs(F.value - flow(net))) < 1e-14
@@ -208,6 +357,7 @@ def test_vmap_over_seeds_matches_single_solves(bias):
         assert int(batch.stats["num_crossings"][i]) == int(alone.stats["num_crossings"])
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_num_vf_evals_counts_real_gradient_evaluations():
     calls = []
 
@@ -249,9 +399,12 @@ def test_first_crossing_not_the_first_by_linear_interpolation():
     flow = jf.GradientFlow(jf.losses.square, jf.Dataset(X, jnp.ones(2)))
     net = jf.models.TwoLayerReLU(2, 2, scale=1.0, key=jax.random.key(0))
     params, _ = eqx.partition(net, eqx.is_inexact_array)
-    pieces = _two_layer.MinNorm(_min_norm.ReLUProblem(flow, net), 1e-8, 1e-8)
-    pattern = _min_norm.Pattern(
-        active=jnp.ones((2, 2), bool), slots=-jnp.ones((2, 4), int)
+    problem = _min_norm.ReLUProblem(flow, net)
+    pieces = _two_layer.MinNorm(problem, 1e-8, 1e-8)
+    pattern = eqx.tree_at(
+        lambda p: (p.active, p.kinked),
+        _min_norm.pattern_at(params, problem, _relu.KINK_TOL),
+        (jnp.ones((2, 2), bool), jnp.zeros((2, 2), bool)),
     )
 
     class Path(eqx.Module):

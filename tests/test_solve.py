@@ -215,6 +215,7 @@ def test_implicit_solver_takes_the_controllers_tolerances():
     assert float(error / jnp.max(jnp.abs(explicit.final.W))) < 1e-5
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_metrics_on_stored_models_equal_metrics_in_the_loop():
     # With `save_models` the metrics are evaluated on the stored models after the time
     # loop; without, inside it. The same values, boolean metrics included, and the same
@@ -249,7 +250,10 @@ def test_a_traced_rtol_solves_as_a_concrete_one():
     flow = jf.GradientFlow(jf.losses.exponential, data)
 
     def final(rtol):
-        return jf.solve(flow, net, t1=1.0, rtol=rtol, save_models=False).final.W
+        sol = jf.solve(flow, net, t1=1.0, rtol=rtol, save_models=False)
+        return sol.final.W, sol.stats["num_steps"]
 
-    traced = jax.jit(final)(1e-8)
-    assert np.allclose(traced, final(1e-8), rtol=1e-12, atol=0)
+    (traced, steps), (concrete, concrete_steps) = jax.jit(final)(1e-8), final(1e-8)
+    # The same steps; the values up to the rounding of differently fused programs.
+    assert steps == concrete_steps
+    assert np.allclose(traced, concrete, rtol=1e-9, atol=0)

@@ -95,6 +95,7 @@ def test_classify_rejects_bad_arguments():
         jf.classify(flow, Scalar(jnp.array(0.0)), gtol=-1)
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_boursier_flammarion_spurious_saddle():
     data = jf.datasets.boursier_flammarion()
     flow = jf.GradientFlow(jf.losses.square, data)
@@ -147,6 +148,7 @@ def test_lanczos_matches_the_exact_hessian():
     np.testing.assert_allclose(Hv, exact[0] * vector, atol=1e-7)
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_polish_holds_a_living_neuron_on_its_kink():
     # lambda = 1: the flow stops (gradient 1.5e-7) with a living neuron sliding on the
     # kink of x_3. Newton on the pattern alone cannot converge there (neither side's

@@ -96,4 +96,3 @@ def min_norm_gradient(flow, model):
     if kind == "general":
         return min_norm_velocity(flow, model)
     return flow.gradient(model)
-

@@ -46,10 +46,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from . import _gates
-from ._pieces import AbstractPieces, Cut, Start
 from .._relu import KINK_TOL
 from .._roots import first_root, when
+from . import _gates
+from ._pieces import AbstractPieces, Cut, Start
 
 
 # Most pre-activations on a kink at once (more end the solve with `kink_overflow`).

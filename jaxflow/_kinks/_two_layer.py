@@ -23,23 +23,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._dataset import Dataset
-from ._min_norm import (
-    Pattern,
-    ReLUProblem,
-    field,
-    forward,
-    pattern_at,
-    slot_values,
-    slots_of,
-)
-from ._pieces import AbstractPieces, Cut, Start
 from .._relu import KINK_TOL, neurons, with_neurons
 from .._roots import first_root, when
 from ..losses import AbstractLoss
 from ..models import TwoLayerReLU
+from ._box import TOL
+from ._min_norm import Pattern, ReLUProblem, field, forward, pattern_at
+from ._pieces import AbstractPieces, Cut, Start
 
 
 # Where a step's dense output is sampled for the crossing times (fractions of the
@@ -58,14 +51,58 @@ def supports(flow, model) -> bool:
     )
 
 
+def _first(marked: Bool[Array, " h"]) -> Int[Array, ""]:
+    """1 + the first index marked, 0 if none."""
+    return jnp.where(jnp.any(marked), jnp.argmax(marked) + 1, 0)
+
+
+class Pairs(eqx.Module):
+    """Some (point, neuron) pairs as a list of fixed length, the rest of it filler:
+    the pairs that changed side within a step, few of the `n x h`."""
+
+    rows: Int[Array, " k"]
+    cols: Int[Array, " k"]
+    mask: Bool[Array, " k"]  # which entries are pairs
+
+    @staticmethod
+    def of(marked: Bool[Array, "n h"], size: int) -> "Pairs":
+        """The first `size` pairs `marked`."""
+        rows, cols = jnp.nonzero(marked, size=size, fill_value=0)
+        mask = jnp.arange(size) < jnp.sum(marked)
+        return Pairs(rows.astype(jnp.int32), cols.astype(jnp.int32), mask)
+
+    def at(self, dense: Array) -> Array:
+        """The entries of an `(n, h)` array at the pairs."""
+        return dense[self.rows, self.cols]
+
+    def dense(self, values: Array, fill, shape) -> Array:
+        """`values` at the pairs of an `(n, h)` array, `fill` elsewhere."""
+        rows = jnp.where(self.mask, self.rows, shape[0])
+        return (
+            jnp.full(shape, fill, values.dtype)
+            .at[rows, self.cols]
+            .set(values, mode="drop")
+        )
+
+    def dots(self, X: Float[Array, "n d1"], U: Float[Array, "h d1"]) -> Array:
+        """$\\langle \\tilde x_i, u_j \\rangle$ at the pairs."""
+        return jnp.sum(X[self.rows] * U[self.cols], axis=-1)
+
+    def per_neuron(self, values: Array, X: Float[Array, "n d1"], h: int) -> Array:
+        """$\\sum_i$ `values` $\\tilde x_i$ over each neuron's pairs, `(h, d1)`."""
+        terms = jnp.where(self.mask, values, 0.0)[:, None] * X[self.rows]
+        return jnp.zeros((h, X.shape[1]), X.dtype).at[self.cols].add(terms)
+
+
 class Crossings(eqx.Module):
     """The pairs that changed side within a step (`MinNorm.cut`)."""
 
     located: Bool[Array, "n h"]  # the step is cut at the first of these
-    stepped: Bool[Array, "n h"]  # stepped over, corrected at the step's end
-    times: Float[Array, "n h"]  # when each crossed (estimated)
-    rate: Float[Array, "n h"]  # d(v_j r_i)/dt over the step
-    speed: Float[Array, "n h"]  # -dz_ij/dt at the crossing (at the step's end if none)
+    pairs: Pairs  # those stepped over, and the located ones among them
+    stepped: Bool[Array, " k"]  # stepped over, corrected at the step's end
+    times: Float[Array, " k"]  # when each crossed (estimated)
+    rate: Float[Array, " k"]  # d(v_j r_i)/dt over the step
+    velocity: PyTree  # the step's dy/dt at its end
     t0: Float[Array, ""]  # the step's start
     any: Bool[Array, ""]  # some pair crossed
 
@@ -93,6 +130,7 @@ class MinNorm(AbstractPieces):
         "num_small_crossings",
         "num_crossing_steps",
         "num_corrections",
+        "kink_overflow_neuron",
     )
 
     def term(self) -> dfx.ODETerm:
@@ -113,16 +151,19 @@ class MinNorm(AbstractPieces):
 
     def _settle(self, y, pattern, new, crossed=True):
         """Put the pairs `new` (at z = 0) on their kink if the minimum-norm field
-        slides along it, else on the side it moves them to. `crossed`: they just
-        crossed from the side `pattern` gives them (not so for pairs starting on a
-        kink)."""
+        slides along it, else on the side it moves them to; then the neurons exactly
+        on the kinks of their free pairs. `crossed`: they just crossed from the side
+        `pattern` gives them (not so for pairs starting on a kink). Also returns
+        which neuron's box problem outgrew its slots first (1 + its index; 0: none),
+        and whether it did not converge."""
         X = self.problem.inputs
-        on = pattern.on_kink() | new
-        slots, overflow = slots_of(on)
-        trial = Pattern(active=pattern.active & ~new, slots=slots)
+        on = pattern.kinked | new
+        trial = Pattern(
+            pattern.active & ~new, on, pattern.face, pattern.factor, jnp.array(True)
+        )
         F = field(y, trial, self.problem)
         zdot = -(X @ neurons(F.gradient).T)
-        s = slot_values(slots, F.multipliers, zdot)
+        s = F.box.multipliers(X.shape[0])
         up = jnp.where(zdot != 0, zdot > 0, s >= 0.5)
         # A pair the field sends back to the side it just crossed from is at a
         # tangency (its field on that side turns at the kink), or the step's error
@@ -130,11 +171,19 @@ class MinNorm(AbstractPieces):
         # off (`_release`). Sending it back would locate the same crossing again at
         # ever shorter steps.
         back = (up == pattern.active) & crossed
-        slide = new & (((s > 0) & (s < 1)) | back)
+        # At rest on its kink at a bound of the box: a point in the span of the
+        # sliding ones (more points on a kink than its dimension). (Not a neuron
+        # with no active pair, which stops where its last pair leaves.)
+        scale = self.problem.norms[:, None] * F.box.scale[None, :]
+        rest = (jnp.abs(zdot) <= TOL * scale) & (scale > 0)
+        slide = new & (((s > 0) & (s < 1)) | back | rest)
         leave = new & ~slide
-        slots, _ = slots_of(on & ~leave)
-        pattern = Pattern(active=trial.active | (leave & up), slots=slots)
-        return pattern, overflow, jnp.sum(leave), jnp.sum(slide)
+        active, kinked = trial.active | (leave & up), on & ~leave
+        pattern = Pattern(active, kinked, F.box.face, F.box.factor, trial.held)
+        pattern = pattern.refreshed(X)
+        y = with_neurons(y, pattern.onto_kinks(neurons(y)))
+        failed = _first(F.box.overflow), ~F.box.converged
+        return y, pattern, failed, jnp.sum(leave), jnp.sum(slide)
 
     def _onto_kinks(self, y, new, Z):
         """Move the neurons so that z_ij = 0 exactly for the pairs `new`; and the
@@ -147,21 +196,25 @@ class MinNorm(AbstractPieces):
     def _release(self, y, pattern, Z):
         """Pairs on a kink whose pre-activation (`Z`, at `y`) has grown away from zero
         leave it."""
-        on = pattern.on_kink()
+        on = pattern.kinked
         gone = on & (jnp.abs(Z) > KINK_TOL * self.problem.pair_scale(y))
-        slots, _ = slots_of(on & ~gone)
-        return Pattern(pattern.active | (gone & (Z > 0)), slots), jnp.sum(gone)
+        active = pattern.active | (gone & (Z > 0))
+        pattern = eqx.tree_at(
+            lambda p: (p.active, p.kinked), pattern, (active, on & ~gone)
+        )
+        return pattern.refreshed(self.problem.inputs), jnp.sum(gone)
 
     def init(self, y):
         # Pairs that start on a kink are settled like a crossing at t0.
-        pattern, overflow = pattern_at(y, self.problem, KINK_TOL)
-        y, _ = self._onto_kinks(y, pattern.on_kink(), self._preactivations(y))
-        pattern, more, crossings, slides = self._settle(
-            y, pattern, pattern.on_kink(), crossed=False
+        pattern = pattern_at(y, self.problem, KINK_TOL)
+        y, _ = self._onto_kinks(y, pattern.kinked, self._preactivations(y))
+        y, pattern, (overflow, unresolved), crossings, slides = self._settle(
+            y, pattern, pattern.kinked, crossed=False
         )
         counts = {name: jnp.array(0) for name in self.counts}
         counts["num_crossings"], counts["num_slides"] = crossings, slides
-        return Start(y, pattern, counts, overflow | more, jnp.array(False))
+        counts["kink_overflow_neuron"] = overflow
+        return Start(y, pattern, counts, overflow > 0, jnp.array(False), unresolved)
 
     def cut(self, t0, t1, y0, y1, y_error, pattern: Pattern, interp):
         """Whether the step [t0, t1] crossed a kink worth locating, where (the first
@@ -174,26 +227,35 @@ class MinNorm(AbstractPieces):
         # (rounding leaves |z| ~ 1e-19 on a neuron that stopped there).
         band = KINK_TOL * self.problem.pair_scale(y1)
         agreeing = jnp.where(pattern.active, Z1, -Z1)  # positive: on the piece's side
-        crossed = ~pattern.on_kink() & (agreeing < -band)
-        no = jnp.zeros_like(crossed)
-        zero = jnp.zeros_like(Z1)
+        crossed = ~pattern.kinked & (agreeing < -band)
+        count = jnp.sum(crossed)
+        size = self.problem.crossings
+        k = jnp.zeros(size, bool)
         none = Crossings(
-            no, no, jnp.full(Z1.shape, t1), zero, zero, t0, jnp.array(False)
+            jnp.zeros_like(crossed),
+            Pairs(jnp.zeros(size, jnp.int32), jnp.zeros(size, jnp.int32), k),
+            k,
+            jnp.full(size, t1),
+            jnp.zeros(size, Z1.dtype),
+            jax.tree.map(jnp.zeros_like, y1),
+            t0,
+            count > 0,
         )
         crossings, error, rescue = when(
-            jnp.any(crossed),
+            (count > 0) & (count <= size),
             lambda: self._crossings(
                 t0, t1, y0, y1, y_error, Z1, r1, crossed, pattern, interp
             ),
             (none, jax.tree.map(jnp.zeros_like, y1), jnp.array(False)),
         )
-        event = jnp.any(crossings.located)
+        # More than the list holds: the step is cut at the first crossing, located.
+        located = jnp.where(count > size, crossed, crossings.located)
+        crossings = eqx.tree_at(lambda c: c.located, crossings, located)
+        event = jnp.any(located)
         signed = agreeing / self.problem.norms[:, None]  # `_excess`
         t_cut = when(
             event,
-            lambda: self._first_crossing(
-                t0, t1, signed, crossings.located, pattern, interp
-            ),
+            lambda: self._first_crossing(t0, t1, signed, located, pattern, interp),
             t1,
         )
         return Cut(event, t_cut, crossings, error, rescue)
@@ -243,21 +305,24 @@ class MinNorm(AbstractPieces):
         error budget (then it chatters within the tolerance, as in `kinks="plain"`).
         """
         X, norms, v1 = self.problem.inputs, self.problem.norms, y1.v
+        width = v1.shape[0]
         dtype = Z1.dtype
         h = (t1 - t0).astype(dtype)
-        sign = jnp.where(pattern.active, 1.0, -1.0)
+        pairs = Pairs.of(crossed, self.problem.crossings)
+        count = jnp.sum(pairs.mask).astype(dtype)
+        sign = jnp.where(pairs.at(pattern.active), 1.0, -1.0)
         Z0, _, _, r0 = forward(y0, pattern, self.problem)
         inner = [
-            self._preactivations(interp.evaluate(t0 + float(x) * (t1 - t0)))
+            pairs.dots(X, neurons(interp.evaluate(t0 + float(x) * (t1 - t0))))
             for x in _NODES[1:-1]
         ]
         # z signed positive on the piece's side, on the step as a fraction s in [0, 1]:
         # the polynomial through the dense output at the nodes (exact for a quartic
         # interpolant), its root by Newton from the linear one.
-        values = jnp.stack([Z0, *inner, Z1]) * sign[None]
+        values = jnp.stack([pairs.at(Z0), *inner, pairs.at(Z1)]) * sign[None]
         coefficients = jnp.tensordot(jnp.asarray(_FIT, values.dtype), values, axes=1)
         e0, e1 = jnp.maximum(values[0], 0.0), values[-1]
-        s = jnp.where(crossed, e0 / (e0 - e1), 1.0)
+        s = jnp.where(pairs.mask, e0 / (e0 - e1), 1.0)
 
         def polynomial(s):  # value and derivative at s (Horner, from s^4 down)
             value, slope = coefficients[-1], jnp.zeros_like(s)
@@ -268,35 +333,37 @@ class MinNorm(AbstractPieces):
         for _ in range(6):
             value, slope = polynomial(s)
             s = jnp.clip(jnp.where(slope < 0, s - value / slope, s), 0.0, 1.0)
-        s = jnp.where(crossed, s, 1.0)
+        s = jnp.where(pairs.mask, s, 1.0)
         times = t0 + (s * h).astype(t0.dtype)
         speed = -polynomial(s)[1] / h
 
         # Filippov: the continued field's dz/dt at t1 (signed), and the other side's.
         _, dy = jax.jvp(interp.evaluate, (t1,), (jnp.ones_like(t1),))
-        zdot = sign * (X @ neurons(dy).T)
-        jump = v1[None, :] * r1[:, None]  # J / x_i, unsigned
-        slides = crossed & (zdot + jump * norms[:, None] ** 2 > 0)
+        zdot = sign * pairs.dots(X, neurons(dy))
+        jump = v1[pairs.cols] * r1[pairs.rows]  # J / x_i, unsigned
+        squares = norms[pairs.rows] ** 2
+        slides = pairs.mask & (zdot + jump * squares > 0)
         weight = (self.atol + self.rtol * jnp.abs(neurons(y1))) ** -2
         size = sum(x.size for x in jax.tree.leaves(y1))
-        whole = (jump * h) ** 2 * (X**2 @ weight.T)  # the jump held over the step
-        budget = 0.25 * size / jnp.maximum(jnp.sum(crossed), 1).astype(whole.dtype)
+        # The jump held over the step.
+        whole = (jump * h) ** 2 * pairs.dots(X**2, weight)
+        budget = 0.25 * size / jnp.maximum(count, 1.0)
         located = slides & (whole > budget)
 
-        rate = (jump - y0.v[None, :] * r0[:, None]) / h  # of v_j r_i
+        rate = (jump - y0.v[pairs.cols] * r0[pairs.rows]) / h  # of v_j r_i
         # Each crossing moves its neuron, and so the crossing times of the neuron's
         # other pairs: by about the move of z_ij at the step's end over dz_ij/dt (at
         # most to the step's end).
-        tau = jnp.where(crossed & ~located, (1 - s) * h, 0.0)
+        tau = jnp.where(pairs.mask & ~located, (1 - s) * h, 0.0)
         pushes = sign * tau * jump
-        moves = X @ (pushes.T @ X).T - pushes * norms[:, None] ** 2  # not its own
+        moves = pairs.dots(X, pairs.per_neuron(pushes, X, width)) - pushes * squares
         delay = jnp.minimum(jnp.abs(moves) / jnp.maximum(speed, 1e-300), tau)
         # And what the second-order correction leaves: of order tau^3.
         coef = 2 * jnp.abs(jump) * delay + jnp.abs(rate) * tau**3 / h
-        stepped = crossed & ~located
+        stepped = pairs.mask & ~located
         error = with_neurons(
             jax.tree.map(jnp.zeros_like, y1),
-            jnp.where(stepped, coef, 0.0).T @ jnp.abs(X),
+            pairs.per_neuron(jnp.where(stepped, coef, 0.0), jnp.abs(X), width),
             jnp.zeros_like(v1),
         )
         # Stepping over must not cost the step: where the correction's error would
@@ -317,8 +384,17 @@ class MinNorm(AbstractPieces):
         solver_error = jax.tree.map(jnp.abs, y_error)
         both = jax.tree.map(jnp.add, solver_error, error)
         rescue = ~(norm2(both) <= 1) & (norm2(solver_error) <= 1)  # nan: rescue
-        located, stepped = located | (crossed & rescue), stepped & ~rescue
-        crossings = Crossings(located, stepped, times, rate, speed, t0, jnp.array(True))
+        located, stepped = located | (pairs.mask & rescue), stepped & ~rescue
+        crossings = Crossings(
+            pairs.dense(located, False, crossed.shape),
+            pairs,
+            stepped,
+            times,
+            rate,
+            dy,
+            t0,
+            jnp.array(True),
+        )
         return crossings, error, rescue
 
     def _first_crossing(self, t0, t1, e1, crossed, pattern, interp):
@@ -372,16 +448,14 @@ class MinNorm(AbstractPieces):
         `cut.event`); the crossings stepped over before it are corrected
         (`_crossings`)."""
         crossings, event = cut.crossed, cut.event
-        tau = jnp.where(crossings.stepped, cut.t - crossings.times, 0.0)
+        pairs, shape = crossings.pairs, pattern.active.shape
         dtype = neurons(y).dtype
-        tau = tau.astype(dtype)
+        tau = jnp.where(crossings.stepped, cut.t - crossings.times, 0.0).astype(dtype)
+        tau = pairs.dense(tau, 0.0, shape)
+        rate = pairs.dense(crossings.rate, 0.0, shape)
         moved = (tau > 0) & keep
-        y = when(
-            jnp.any(moved),
-            lambda: self._correct(y, pattern, moved, tau, crossings.rate),
-            y,
-        )
-        pattern = Pattern(pattern.active ^ moved, pattern.slots)
+        y = when(jnp.any(moved), lambda: self._correct(y, pattern, moved, tau, rate), y)
+        pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
         Z = self._preactivations(y)
         pattern, exits = self._release(y, pattern, Z)
         # Pairs within the release distance of their kink go along (near-copies of a
@@ -390,29 +464,31 @@ class MinNorm(AbstractPieces):
         near = self._excess(y, pattern, Z) <= KINK_TOL * norms[None, :]
         new = crossings.located & near & event
         y, Z = when(event, lambda: self._onto_kinks(y, new, Z), (y, Z))
-        pattern, overflow, count, slides = when(
+        no, zero = jnp.array(False), jnp.array(0)
+        y, pattern, (overflow, unresolved), count, slides = when(
             event,
             lambda: self._settle(y, pattern, new),
-            (pattern, jnp.array(False), jnp.array(0), jnp.array(0)),
+            (y, pattern, (zero, no), zero, zero),
         )
         # Any other pair on the wrong side changes side (e.g. one that a correction
         # carried across, or whose stepped-over crossing came right at a cut).
         band = KINK_TOL * self.problem.pair_scale(y)
         excess = jnp.where(pattern.active, Z, -Z)
-        flip = ~pattern.on_kink() & ~new & (excess < -band) & keep
+        flip = ~pattern.kinked & ~new & (excess < -band) & keep
+
         # They crossed about |z| / (dz/dt) ago (not before the step): corrected too.
-        late = jnp.minimum(
-            -excess / jnp.maximum(crossings.speed, 1e-300),
-            (cut.t - crossings.t0).astype(dtype),
-        )
-        y = when(
-            jnp.any(flip),
-            lambda: self._correct(
-                y, pattern, flip, jnp.where(flip, late, 0.0), crossings.rate
-            ),
-            y,
-        )
-        pattern = Pattern(pattern.active ^ flip, pattern.slots)
+        def late():
+            speed = -jnp.where(pattern.active, 1.0, -1.0) * self._preactivations(
+                crossings.velocity
+            )
+            since = jnp.minimum(
+                -excess / jnp.maximum(speed, 1e-300),
+                (cut.t - crossings.t0).astype(dtype),
+            )
+            return self._correct(y, pattern, flip, jnp.where(flip, since, 0.0), rate)
+
+        y = when(jnp.any(flip), late, y)
+        pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flip)
         counts = {
             "num_kink_events": jnp.where(event, 1, 0),
             "num_crossings": count,
@@ -423,7 +499,18 @@ class MinNorm(AbstractPieces):
             "num_corrections": jnp.where(jnp.any(moved), 1, 0)
             + jnp.where(jnp.any(flip), 1, 0),
         }
-        return Start(y, pattern, counts, overflow, jnp.any(moved | flip))
+        # Only a settle solves the box problem at the step's end: where a neuron has
+        # more pairs on a kink than free slots, check that its free set still fits.
+        if self.problem.overflows:
+            many = jnp.any(jnp.sum(pattern.kinked, axis=0) > self.problem.slots)
+            overflow = when(
+                many & keep & ~event & (overflow == 0),
+                lambda: _first(field(y, pattern, self.problem).box.overflow),
+                overflow,
+            )
+        counts["kink_overflow_neuron"] = overflow
+        jump = jnp.any(moved | flip)
+        return Start(y, pattern, counts, overflow > 0, jump, unresolved & keep)
 
     def _correct(self, y, pattern, moved, tau, rate):
         """`y` with the effect of the crossings `moved`, `tau` before its time, added
@@ -441,7 +528,7 @@ class MinNorm(AbstractPieces):
             lambda f: residuals(f, problem.target), (hidden @ v,), (shift,)
         )
         vr = v[None, :] * r[:, None]
-        active = pattern.active | pattern.on_kink()
+        active = pattern.active | pattern.kinked
         # The jump in u_j's field, at the middle of [t_c, t_e].
         R = C * (vr - 0.5 * tau * rate) - v[None, :] * jnp.where(
             active, rho[:, None], 0.0
@@ -449,14 +536,19 @@ class MinNorm(AbstractPieces):
         dU = R.T @ X
         dv = jnp.sum(0.5 * C * Z * r[:, None] - hidden * rho[:, None], axis=0)
         # The other piece's field responds to the jump: + dF/dy . sum J tau^2 / 2.
-        new = Pattern(pattern.active ^ moved, pattern.slots)
+        new = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
         push = with_neurons(y, (0.5 * C * tau * vr).T @ X, jnp.zeros_like(v))
-        _, response = jax.jvp(lambda y: field(y, new, problem).gradient, (y,), (push,))
-        U = neurons(y) + dU - neurons(response)
+        _, response = jax.jvp(
+            lambda y: field(y, new, problem, search=False).gradient, (y,), (push,)
+        )
+        # A neuron sliding along kinks stays on them: in the true flow its field
+        # after the crossing is the jump projected onto its sliding surfaces (the
+        # free multipliers absorb the rest), so is the correction.
+        U = pattern.onto_kinks(neurons(y) + dU - neurons(response))
         return with_neurons(y, U, v + dv - response.v)
 
     def diagnostics(self, pattern: Pattern, counts) -> dict:
         return {
-            "num_sliding": jnp.sum(pattern.slots >= 0),
+            "num_sliding": jnp.sum(pattern.kinked),
             "num_crossings": counts["num_crossings"],
         }
