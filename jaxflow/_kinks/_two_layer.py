@@ -103,6 +103,7 @@ class Crossings(eqx.Module):
     times: Float[Array, " k"]  # when each crossed (estimated)
     rate: Float[Array, " k"]  # d(v_j r_i)/dt over the step
     velocity: PyTree  # the step's dy/dt at its end
+    speed: Float[Array, " k"]  # -dz/dt at the crossing, signed to the piece
     t0: Float[Array, ""]  # the step's start
     any: Bool[Array, ""]  # some pair crossed
 
@@ -238,6 +239,7 @@ class MinNorm(AbstractPieces):
             jnp.full(size, t1),
             jnp.zeros(size, Z1.dtype),
             jax.tree.map(jnp.zeros_like, y1),
+            jnp.zeros(size, Z1.dtype),
             t0,
             count > 0,
         )
@@ -392,6 +394,7 @@ class MinNorm(AbstractPieces):
             times,
             rate,
             dy,
+            speed,
             t0,
             jnp.array(True),
         )
@@ -481,6 +484,8 @@ class MinNorm(AbstractPieces):
             speed = -jnp.where(pattern.active, 1.0, -1.0) * self._preactivations(
                 crossings.velocity
             )
+            listed = pairs.dense(pairs.mask, False, shape)
+            speed = jnp.where(listed, pairs.dense(crossings.speed, 0.0, shape), speed)
             since = jnp.minimum(
                 -excess / jnp.maximum(speed, 1e-300),
                 (cut.t - crossings.t0).astype(dtype),
