@@ -126,19 +126,6 @@ class Factor(eqx.Module):
         eye = jnp.broadcast_to(jnp.eye(f, dtype=dtype), (h, f, f))
         return Factor(jnp.zeros((h, f, d1), dtype), eye, jnp.zeros((h, f), bool))
 
-    def resized(self, f: int) -> "Factor":
-        """The factor with `f` slots, padded with empty ones."""
-        more = f - self.valid.shape[1]
-        if more == 0:
-            return self
-        Rinv = jnp.pad(self.Rinv, ((0, 0), (0, more), (0, more)))
-        Rinv = Rinv + jnp.diag(jnp.arange(f) >= f - more).astype(Rinv.dtype)[None]
-        return Factor(
-            jnp.pad(self.Q, ((0, 0), (0, more), (0, 0))),
-            Rinv,
-            jnp.pad(self.valid, ((0, 0), (0, more))),
-        )
-
     def project(self, b: Float[Array, "h d1"]):
         """`(w, a)`: $w_j = b_j - A_j^\\top a_j$, the projection of $b_j$ onto the
         orthogonal complement of the span, and its coefficients $a_j$ (0 for the
@@ -202,16 +189,6 @@ class Box(eqx.Module):
     def multipliers(self, n: int) -> Float[Array, "n h"]:
         """$s_{ij}$ of every pair: the free ones, 1 where held at 1, else 0."""
         return jnp.where(self.face.upper, 1.0, free_values(self.face.free, self.s, n))
-
-    def resized(self, f: int) -> "Box":
-        """The solution with `f` free slots (padded with empty ones)."""
-        more = f - self.s.shape[1]
-        free = jnp.pad(self.face.free, ((0, 0), (0, more)), constant_values=-1)
-        return eqx.tree_at(
-            lambda b: (b.face.free, b.s, b.factor),
-            self,
-            (free, jnp.pad(self.s, ((0, 0), (0, more))), self.factor.resized(f)),
-        )
 
 
 class _Solved(eqx.Module):
