@@ -40,6 +40,7 @@ Prints:
     python benchmarks/kinks.py --only-bf       # 3 alone
     python benchmarks/kinks.py --only-plateaus     # 8's plateaus alone, t <= 100 (~5 min)
     python benchmarks/kinks.py --only-convergence  # 8's loss by rtol (~10 min)
+    python benchmarks/kinks.py --only-variants --variants n-5000 width-1000  # 8's variants
     python benchmarks/kinks.py --only-deep --depths 3 --scales 0.3     # ~20 min
     python benchmarks/kinks.py --only-deep --depths 3 --scales 1 --deep-solver Kvaerno5 --no-plain
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
@@ -442,8 +443,19 @@ def timed_gd(flow, net, lr, T, ts):
     return gd, time.perf_counter() - start
 
 
-def regression(T=1000.0, gd_tight=True, variants=True):
-    """Issue 36: the teacher-student problem in the default mode to T, against GD."""
+VARIANTS = {"no-bias": ("no bias", {"bias": False}),
+            "init-1e-2": ("init 1e-2", {"scale": 1e-2}),
+            "n-5000": ("n = 5000", {"n": 5000}),
+            "width-1000": ("width 1000", {"width": 1000})}  # fmt: skip
+
+
+def regression(
+    T=1000.0, gd_tight=True, variants=tuple(VARIANTS), gd_tight_loss=None, main=True
+):
+    """Issue 36: the teacher-student problem in the default mode to T, against GD.
+    Without `gd_tight`, GD at lr 1e-4 runs to t = 10 only, and its loss at T is
+    `gd_tight_loss` (from an earlier run: GD does not depend on the flow's code).
+    Without `main`, the variants alone."""
     flow, net = teacher_student()
     ts = np.unique(np.concatenate([np.geomspace(1e-2, T, 501), [10.0, T]]))
     ts = jnp.asarray(ts)
@@ -467,13 +479,15 @@ def regression(T=1000.0, gd_tight=True, variants=True):
               f"{float(m['loss'][-1]):.6e} | {compile_s:.1f} | {wall:.1f} |",
               flush=True)  # fmt: skip
 
+    if not main:
+        return teacher_student_variants(row, variants, T)
     flows = {}
     for rtol in (1e-6, 1e-8):
         sol, wall, compile_s = timed_solve(flow, net, T, ts, rtol=rtol)
         flows[rtol] = (sol, wall)
         row(f"flow, rtol {rtol:.0e}", sol, wall, compile_s)
     gd = {}
-    for lr, horizon in ((1e-3, T), (1e-5, 10.0)) + (((1e-4, T),) if gd_tight else ()):
+    for lr, horizon in ((1e-3, T), (1e-5, 10.0), (1e-4, T if gd_tight else 10.0)):
         gts = ts[ts <= horizon]
         gd[lr], wall = timed_gd(flow, net, lr, horizon, gts)
         loss = float(gd[lr].metrics["loss"][-1])
@@ -492,26 +506,34 @@ def regression(T=1000.0, gd_tight=True, variants=True):
                for lr in gd if lr != 1e-3}  # fmt: skip
         ratio = far[1e-4] / far[1e-5] if 1e-4 in far else float("nan")
         flow_loss = float(sol.metrics["loss"][-1])
-        gd_loss = float(gd[1e-4].metrics["loss"][-1]) if 1e-4 in gd else float("nan")
+        gd_loss = float(gd[1e-4].metrics["loss"][-1]) if gd_tight else gd_tight_loss
         print(f"| {rtol:.0e} | {sol.status_name == 'successful'} | "
               f"{far[1e-5]:.2e} vs {far.get(1e-4, float('nan')):.2e}: {ratio:.1f}x | "
               f"{abs(flow_loss - gd_loss) / gd_loss:.1e} | {wall / gd_wall:.2f} |")  # fmt: skip
-    if 1e-4 in gd:
+    if not gd_tight:
+        print(
+            f"\n(GD at lr 1e-4 to t = {T:g}: loss {gd_tight_loss} from an earlier run.)"
+        )
+    else:
         saddle_to_saddle(ts, flows[1e-8][0], gd[1e-4])
     if variants:
-        print("\nVariants, default mode, rtol 1e-6, to t = 1000 (wall includes "
-              "compilation):\n")  # fmt: skip
-        print("| variant | status | accepted | rejected | gradient evals | crossings | "
-              "slides | exits | max sliding | conserved drift | loss at T | compile s | "
-              "wall s |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, options in (("no bias", {"bias": False}), ("init 1e-2", {"scale": 1e-2}),
-                              ("n = 5000", {"n": 5000}), ("width 1000", {"width": 1000})):  # fmt: skip
-            vflow, vnet = teacher_student(**options)
-            start = time.perf_counter()
-            sol = jf.solve(vflow, vnet, t1=T, ts=jnp.geomspace(1e-2, T, 51), rtol=1e-6)
-            jax.block_until_ready(sol.final)
-            row(name, sol, time.perf_counter() - start)
+        teacher_student_variants(row, variants, T)
+
+
+def teacher_student_variants(row, variants, T):
+    """Section 8's variants (`VARIANTS`), default mode at rtol 1e-6, to `T`."""
+    print("\nVariants, default mode, rtol 1e-6, to t = 1000 (wall includes "
+          "compilation):\n")  # fmt: skip
+    print("| variant | status | accepted | rejected | gradient evals | crossings | "
+          "slides | exits | max sliding | conserved drift | loss at T | compile s | "
+          "wall s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, options in (VARIANTS[v] for v in variants):
+        vflow, vnet = teacher_student(**options)
+        start = time.perf_counter()
+        sol = jf.solve(vflow, vnet, t1=T, ts=jnp.geomspace(1e-2, T, 51), rtol=1e-6)
+        jax.block_until_ready(sol.final)
+        row(name, sol, time.perf_counter() - start)
 
 
 def plateau_study(T=100.0):
@@ -609,6 +631,13 @@ def main():
     parser.add_argument("--no-gd-tight", action="store_true",
                         help="skip GD at lr 1e-4 to t = 1000 (30 min)")  # fmt: skip
     parser.add_argument("--no-variants", action="store_true")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                        default=list(VARIANTS))  # fmt: skip
+    parser.add_argument("--only-variants", action="store_true",
+                        help="section 8's variants alone (--variants)")  # fmt: skip
+    parser.add_argument("--gd-tight-loss", type=float, default=float("nan"),
+                        help="with --no-gd-tight: GD lr 1e-4's loss at t = 1000 "
+                        "from an earlier run")  # fmt: skip
     args = parser.parse_args()
     print(
         f"# jaxflow kinks benchmark: {platform.processor() or platform.machine()}, "
@@ -623,8 +652,12 @@ def main():
     if args.only_plateaus:
         plateau_study()
         return
+    if args.only_variants:
+        regression(variants=args.variants, main=False)
+        return
     if args.only_regression:
-        regression(gd_tight=not args.no_gd_tight, variants=not args.no_variants)
+        regression(gd_tight=not args.no_gd_tight, gd_tight_loss=args.gd_tight_loss,
+                   variants=() if args.no_variants else args.variants)  # fmt: skip
         return
     if args.deep or args.only_deep:
         specialization()

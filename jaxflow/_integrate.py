@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from ._event_times import event_values, first_times, terminal_time
-from ._kinks import AbstractPieces
+from ._kinks import AbstractPieces, Cut
+from ._roots import when
 from ._solution import RESULTS, final_status, finite, update_result
 from .events._events import AbstractEvent
 
@@ -85,14 +86,15 @@ class State(eqx.Module):
 
 class Taken(eqx.Module):
     """One attempted step, for the saves at `ts` within it: its dense output, where it
-    ended, and whether it was accepted."""
+    ended and the state there, whether it was accepted, and the piece it integrated
+    and its crossings (`AbstractPieces.within`; None: nothing to correct)."""
 
     interp: dfx.AbstractLocalInterpolation
     t_end: Float[Array, ""]
+    y_end: PyTree
     keep: Bool[Array, ""]
-
-    def evaluate(self, t):
-        return self.interp.evaluate(t)
+    piece: PyTree = None
+    cut: Cut | None = None
 
 
 class Outcome(eqx.Module):
@@ -206,7 +208,7 @@ class Integrator(eqx.Module):
             event_time=time,
         )
         # The times of `ts` at t0: as if a step had ended there.
-        start_step = Taken(_Constant(y), self.t0, jnp.array(True))
+        start_step = Taken(_Constant(y), self.t0, y, jnp.array(True))
         index, saved = _save(
             self.wanted,
             lambda i: self.saved_row(st, start_step, i),
@@ -230,9 +232,19 @@ class Integrator(eqx.Module):
         return taken.keep & (i < len(ts)) & before
 
     def saved_row(self, st: State, taken: Taken, i: Int[Array, ""]):
-        """What `saved` holds at `ts[i]`, a time within the step `taken` from `st`."""
+        """What `saved` holds at `ts[i]`, a time within the step `taken` from `st`:
+        the state at the step's end, or the dense output corrected for what the step
+        stepped over before that time."""
+        t = self.ts[jnp.minimum(i, len(self.ts) - 1)]
+        y = taken.interp.evaluate(t)
+        if taken.cut is not None:
+            y = when(
+                t < taken.t_end,
+                lambda: self.pieces.within(t, y, taken.piece, taken.cut),
+                taken.y_end,
+            )
         return self._record(
-            taken.evaluate(self.ts[jnp.minimum(i, len(self.ts) - 1)]),
+            y,
             st.aux,
             st.counts,
             st.metrics,
@@ -343,7 +355,7 @@ class Integrator(eqx.Module):
             event_value=_select(keep, value, st.event_value),
             event_time=time,
         )
-        return new, Taken(interp, t_end, keep)
+        return new, Taken(interp, t_end, y_end, keep, st.aux, cut)
 
     def advance(self, st: State, t_stop) -> State:
         """Step until `t_stop` is passed (the last step may end beyond it: steps are

@@ -25,7 +25,7 @@ from typing import Literal
 import equinox as eqx
 
 from ._min_norm import ReLUProblem, min_norm_gradient as two_layer_gradient
-from ._pieces import AbstractPieces as AbstractPieces, Plain
+from ._pieces import AbstractPieces as AbstractPieces, Cut as Cut, Plain
 from ._sliding import Sliding, min_norm_velocity, supports as has_gates
 from ._two_layer import MinNorm, supports as is_two_layer
 

@@ -70,7 +70,8 @@ class AbstractPieces(eqx.Module):
         """After a step from `(t0, y0)` to `(t1, y1)` with dense output `interp` and the
         solver's error estimate `y_error` (or None), before the controller judges it:
         the first time in `[t0, t1]` at which it left `piece` in a way worth locating.
-        Crossings stepped over instead are corrected by `switch` at the step's end;
+        Crossings stepped over instead are corrected by `switch` at the step's end
+        (and by `within` at times inside the step);
         `Cut.error` bounds what that correction misses, and the controller counts it
         with the solver's own error estimate."""
 
@@ -80,6 +81,13 @@ class AbstractPieces(eqx.Module):
     ) -> Start:
         """The piece at the end `y` of a step (accepted if `keep`), cut at a crossing
         if `cut.event`."""
+
+    def within(self, t, y: PyTree, piece: PyTree, cut: Cut) -> PyTree:
+        """The flow at a time `t` inside an accepted step from `piece`, from the step's
+        dense output `y` there: what `switch` corrects at the step's end (crossings
+        stepped over before `t`), applied at `t`. For the saves at `ts`; by default
+        `y` itself."""
+        return y
 
     @abc.abstractmethod
     def diagnostics(self, piece: PyTree, counts: dict[str, Array]) -> dict[str, Array]:

@@ -9,10 +9,11 @@ sign against the piece are sorted (`MinNorm._crossings`):
   the time it spent on the other side, and what the correction misses joins the
   solver's error estimate, so that loosening the tolerance buys longer steps through
   many crossings at once;
-- a pair that would slide (Filippov) is located on the step's dense output (Illinois
-  root finding), the step is cut there, the pairs at the crossing are moved onto the
-  kink exactly, and the minimum-norm field decides whether each slides along it or
-  passes. Sliding pairs stay on their surface (the field is tangent to it, which
+- a pair that would slide (Filippov), or crosses on a neuron with pairs on a kink (the
+  correction keeps those on their kinks; the crossing may release them), is located
+  on the step's dense output (Illinois root finding), the step is cut there, the
+  pairs at the crossing are moved onto the kink exactly, and the minimum-norm field
+  decides whether each slides along it or passes. Sliding pairs stay on their surface (the field is tangent to it, which
   Runge-Kutta steps preserve to rounding) instead of chattering across it.
 """
 
@@ -305,6 +306,8 @@ class MinNorm(AbstractPieces):
         pair cannot be stepped over (the correction assumes it carries on); it is
         located unless its whole jump, held over the step, is within a share of the
         error budget (then it chatters within the tolerance, as in `kinks="plain"`).
+        So is any crossing on a neuron with a pair on a kink: the correction keeps
+        those pairs on their kinks, which the crossing may instead release.
         """
         X, norms, v1 = self.problem.inputs, self.problem.norms, y1.v
         width = v1.shape[0]
@@ -350,7 +353,11 @@ class MinNorm(AbstractPieces):
         # The jump held over the step.
         whole = (jump * h) ** 2 * pairs.dots(X**2, weight)
         budget = 0.25 * size / jnp.maximum(count, 1.0)
-        located = slides & (whole > budget)
+        # The correction keeps a neuron's sliding pairs on their kinks (its free
+        # multipliers absorbing the jump); a crossing may instead release them, so
+        # on a neuron with pairs on a kink it is located and settled.
+        sliding = jnp.any(pattern.kinked, axis=0)[pairs.cols]
+        located = (slides & (whole > budget)) | (pairs.mask & sliding)
 
         rate = (jump - y0.v[pairs.cols] * r0[pairs.rows]) / h  # of v_j r_i
         # Each crossing moves its neuron, and so the crossing times of the neuron's
@@ -453,14 +460,14 @@ class MinNorm(AbstractPieces):
         crossings, event = cut.crossed, cut.event
         pairs, shape = crossings.pairs, pattern.active.shape
         dtype = neurons(y).dtype
-        tau = jnp.where(crossings.stepped, cut.t - crossings.times, 0.0).astype(dtype)
-        tau = pairs.dense(tau, 0.0, shape)
+        y, moved, pattern, exits = self._stepped_over(
+            cut.t, y, pattern, crossings, keep
+        )
         rate = pairs.dense(crossings.rate, 0.0, shape)
-        moved = (tau > 0) & keep
-        y = when(jnp.any(moved), lambda: self._correct(y, pattern, moved, tau, rate), y)
         pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
         Z = self._preactivations(y)
-        pattern, exits = self._release(y, pattern, Z)
+        pattern, more = self._release(y, pattern, Z)
+        exits = exits + more
         # Pairs within the release distance of their kink go along (near-copies of a
         # neuron reach a kink together).
         norms = jnp.linalg.norm(neurons(y), axis=1)
@@ -516,6 +523,24 @@ class MinNorm(AbstractPieces):
         counts["kink_overflow_neuron"] = overflow
         jump = jnp.any(moved | flip)
         return Start(y, pattern, counts, overflow > 0, jump, unresolved & keep)
+
+    def within(self, t, y, pattern: Pattern, cut: Cut):
+        return self._stepped_over(t, y, pattern, cut.crossed, jnp.array(True))[0]
+
+    def _stepped_over(self, t, y, pattern, crossings: Crossings, keep):
+        """`y` at `t` in a step corrected for the crossings stepped over before `t`
+        (`_correct`); which pairs those were; and the pattern there, without the
+        pairs that left their kink in the step (released first: the correction puts
+        the neurons back onto the kinks of the pattern's free pairs) and how many
+        left."""
+        pattern, exits = self._release(y, pattern, self._preactivations(y))
+        pairs, shape = crossings.pairs, pattern.active.shape
+        tau = jnp.where(crossings.stepped, t - crossings.times, 0.0)
+        tau = pairs.dense(tau.astype(neurons(y).dtype), 0.0, shape)
+        rate = pairs.dense(crossings.rate, 0.0, shape)
+        moved = (tau > 0) & keep
+        y = when(jnp.any(moved), lambda: self._correct(y, pattern, moved, tau, rate), y)
+        return y, moved, pattern, exits
 
     def _correct(self, y, pattern, moved, tau, rate):
         """`y` with the effect of the crossings `moved`, `tau` before its time, added
