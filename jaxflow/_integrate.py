@@ -321,6 +321,13 @@ class Integrator(eqx.Module):
             "num_rejected_steps": c["num_rejected_steps"] + jnp.where(keep, 0, 1),
         }
         counts |= {k: c[k] + v for k, v in switched.counts.items()}
+        if "num_corrections" in counts:
+            # The saves in this step that `within` corrects cost a correction each.
+            ts, i = self.ts, jnp.arange(len(self.ts))
+            later = (i >= st.save_index) & (ts < t_end)
+            corrected = later & (ts > self.pieces.corrected_from(cut)) & keep
+            n = counts["num_corrections"]
+            counts["num_corrections"] = n + jnp.sum(corrected, dtype=n.dtype)
         if "num_restarts" in c:
             counts["num_restarts"] = c["num_restarts"] + jnp.where(st.made_jump, 1, 0)
         # The first failure counts: non-finite, then overflow, solver, controller.

@@ -124,8 +124,9 @@ class Solution(eqx.Module):
         (pairs that started sliding), `num_exits` (pairs that left a kink),
         `num_small_crossings` (crossings stepped over: corrected and switched at a
         step's end), `num_crossing_steps` (attempted steps in which some pair
-        changed sign), `num_corrections` (step ends corrected for crossings stepped
-        over; three gradient evaluations each in `num_vf_evals`) and `num_restarts`
+        changed sign), `num_corrections` (step ends, and saves inside a step,
+        corrected for crossings stepped over; three gradient evaluations each in
+        `num_vf_evals`) and `num_restarts`
         (steps started afresh after a cut or a switch); each attempted step also
         evaluates the loss once (no gradient) at its end, and once at its start in a
         crossing step.

@@ -242,6 +242,7 @@ def test_metrics_on_stored_models_equal_metrics_in_the_loop():
     assert stored.metrics["positive"][-1].all()
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_a_traced_rtol_solves_as_a_concrete_one():
     # Tolerances may be traced (several solves, one compilation); the float64 check
     # on a small rtol must not branch on the tracer.

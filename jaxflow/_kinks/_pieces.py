@@ -89,6 +89,11 @@ class AbstractPieces(eqx.Module):
         `y` itself."""
         return y
 
+    def corrected_from(self, cut: Cut) -> Float[Array, ""]:
+        """The first time in the step after which `within` corrects (inf: none), for
+        counting that work."""
+        return jnp.array(jnp.inf)
+
     @abc.abstractmethod
     def diagnostics(self, piece: PyTree, counts: dict[str, Array]) -> dict[str, Array]:
         """Values recorded with the metrics at the saved times (e.g. how many pairs

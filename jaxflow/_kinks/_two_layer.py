@@ -527,6 +527,10 @@ class MinNorm(AbstractPieces):
     def within(self, t, y, pattern: Pattern, cut: Cut):
         return self._stepped_over(t, y, pattern, cut.crossed, jnp.array(True))[0]
 
+    def corrected_from(self, cut: Cut):
+        crossings = cut.crossed
+        return jnp.min(jnp.where(crossings.stepped, crossings.times, jnp.inf))
+
     def _stepped_over(self, t, y, pattern, crossings: Crossings, keep):
         """`y` at `t` in a step corrected for the crossings stepped over before `t`
         (`_correct`); which pairs those were; and the pattern there, without the
