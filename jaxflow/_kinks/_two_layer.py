@@ -460,10 +460,9 @@ class MinNorm(AbstractPieces):
         crossings, event = cut.crossed, cut.event
         pairs, shape = crossings.pairs, pattern.active.shape
         dtype = neurons(y).dtype
-        y, moved, pattern, exits = self._stepped_over(
+        y, moved, pattern, exits, rate = self._stepped_over(
             cut.t, y, pattern, crossings, keep
         )
-        rate = pairs.dense(crossings.rate, 0.0, shape)
         pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
         Z = self._preactivations(y)
         pattern, more = self._release(y, pattern, Z)
@@ -536,7 +535,7 @@ class MinNorm(AbstractPieces):
         (`_correct`); which pairs those were; and the pattern there, without the
         pairs that left their kink in the step (released first: the correction puts
         the neurons back onto the kinks of the pattern's free pairs) and how many
-        left."""
+        left; and the crossings' rates (dense)."""
         pattern, exits = self._release(y, pattern, self._preactivations(y))
         pairs, shape = crossings.pairs, pattern.active.shape
         tau = jnp.where(crossings.stepped, t - crossings.times, 0.0)
@@ -544,7 +543,7 @@ class MinNorm(AbstractPieces):
         rate = pairs.dense(crossings.rate, 0.0, shape)
         moved = (tau > 0) & keep
         y = when(jnp.any(moved), lambda: self._correct(y, pattern, moved, tau, rate), y)
-        return y, moved, pattern, exits
+        return y, moved, pattern, exits, rate
 
     def _correct(self, y, pattern, moved, tau, rate):
         """`y` with the effect of the crossings `moved`, `tau` before its time, added
