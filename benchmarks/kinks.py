@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -606,6 +607,75 @@ def saddle_to_saddle(ts, sol, gd):
     plt.close(fig)
 
 
+def three_classes(n=60, d=5, seed=0):
+    """Issue 37's problem: `n` points in 3 Gaussian clusters in R^d (centres N(0, 4),
+    spread 0.5), integer labels, softmax cross-entropy."""
+    ckey, xkey = jax.random.split(jax.random.key(seed))
+    labels = jnp.arange(n) // (n // 3)
+    X = 2.0 * jax.random.normal(ckey, (3, d))[labels]
+    data = jf.Dataset(X + 0.5 * jax.random.normal(xkey, (n, d)), labels)
+    return jf.GradientFlow(jf.losses.cross_entropy, data)
+
+
+def classes(T=20.0, rtol=1e-10):
+    """Issue 37: the general (equivalent-control) path on the 3-class problem, ReLU and
+    leaky ReLU, against plain's cost per gradient and GD extrapolated to lr -> 0."""
+    flow = three_classes()
+    key = jax.random.key(0)
+    mkey = jax.random.split(key, 3)[2]
+    nets = {
+        "eqx.nn.MLP(5, 3, 16, 2), ReLU": eqx.nn.MLP(
+            5, 3, 16, 2, activation=jax.nn.relu, key=mkey
+        ),
+        "eqx.nn.MLP(5, 3, 16, 2), leaky ReLU": eqx.nn.MLP(
+            5, 3, 16, 2, activation=jax.nn.leaky_relu, key=mkey
+        ),
+        "jf.models.MLP(5, (16, 16), out=3, out_bias=True), ReLU": jf.models.MLP(
+            5, (16, 16), scale=1.0, out=3, out_bias=True, init="gaussian", key=mkey
+        ),
+    }
+    deep_flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
+    deep_net = jf.models.MLP(1, (30, 30), scale=1.0, key=jax.random.key(0))
+    problems = [(name, flow, net, T, rtol) for name, net in nets.items()]
+    problems.append(("deep section's 3-layer MLP(1, (30, 30)), seed 0, rtol 1e-8, t = 100",
+                     deep_flow, deep_net, 100.0, 1e-8))  # fmt: skip
+    print(f"\n## 9. Three classes (issue 37): 60 points in 3 clusters in R^5, softmax "
+          f"cross-entropy, default mode (equivalent control), rtol {rtol:g}, to "
+          f"t = {T:g}\n")  # fmt: skip
+    print("| network | status | accepted | rejected | slides | gradient evals | kink "
+          "evals | first call s | warm s | µs / eval | plain µs / eval | ratio | "
+          "error vs GD (lr -> 0) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, flow, net, T, rtol in problems:
+        walls = []
+        for _ in range(2):  # the first call compiles
+            start = time.perf_counter()
+            sol = jf.solve(flow, net, t1=T, rtol=rtol, ts=[T])
+            jax.block_until_ready(sol.final)
+            walls.append(time.perf_counter() - start)
+        # Plain's cost per gradient (it stalls: max_steps at a chattering kink), warm:
+        # the same call twice (max_steps is part of the compiled program).
+        for _ in range(2):
+            start = time.perf_counter()
+            plain = jf.solve(flow, net, t1=T, rtol=rtol, ts=[T], kinks="plain",
+                             max_steps=20_000)  # fmt: skip
+            jax.block_until_ready(plain.final)
+        plain_us = 1e6 * (time.perf_counter() - start) / int(plain.stats["num_vf_evals"])
+        # GD at lr h and h / 2, Richardson-extrapolated (first order) to lr -> 0.
+        gd = [eqx.filter(jf.gradient_descent(flow, net, lr=lr, steps=int(round(T / lr)),
+                                             ts=[T]).final, eqx.is_inexact_array)
+              for lr in (2e-4, 1e-4)]  # fmt: skip
+        limit = jax.tree.map(lambda a, b: 2 * b - a, *gd)
+        s = stats(sol)
+        us = 1e6 * walls[1] / s["num_vf_evals"]
+        print(f"| {name} | {sol.status_name} | {s['num_accepted_steps']} | "
+              f"{s['num_rejected_steps']} | {s['num_slides']} | {s['num_vf_evals']} | "
+              f"{s['num_kink_evals']} | {walls[0]:.1f} | {walls[1]:.2f} | {us:.1f} | "
+              f"{plain_us:.1f} | {us / plain_us:.2f} | "
+              f"{error(eqx.filter(sol.final, eqx.is_inexact_array), limit):.1e} |",
+              flush=True)  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -638,6 +708,8 @@ def main():
     parser.add_argument("--gd-tight-loss", type=float, default=float("nan"),
                         help="with --no-gd-tight: GD lr 1e-4's loss at t = 1000 "
                         "from an earlier run")  # fmt: skip
+    parser.add_argument("--only-classes", action="store_true",
+                        help="issue 37's 3-class problem, general path")  # fmt: skip
     args = parser.parse_args()
     print(
         f"# jaxflow kinks benchmark: {platform.processor() or platform.machine()}, "
@@ -645,6 +717,9 @@ def main():
     )
     if args.only_bf:
         boursier_flammarion(2 if args.quick else 8)
+        return
+    if args.only_classes:
+        classes()
         return
     if args.only_convergence:
         rtol_convergence()

@@ -1,7 +1,7 @@
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._errors import check, describe, is_traced
 
@@ -12,17 +12,29 @@ class Dataset(eqx.Module):
     **Arguments:**
 
     - `X`: inputs, shape `(n, d)`, finite floats.
-    - `y`: targets, shape `(n,)`, finite floats. Classification losses
-        (`jaxflow.losses.exponential`, `jaxflow.losses.logistic`) need labels in
-        $\{+1, -1\}$; `jaxflow.GradientFlow` checks that.
+    - `y`: one of
+        - real targets, shape `(n,)` (a scalar-output model), finite floats. Binary
+            classification losses (`jaxflow.losses.exponential`,
+            `jaxflow.losses.logistic`) need labels in $\{+1, -1\}$;
+            `jaxflow.GradientFlow` checks that.
+        - vector targets, shape `(n, k)` (a model with `k` outputs), finite floats,
+            for the squared losses.
+        - class labels, shape `(n,)`, integers in $\{0, \dots, k - 1\}$, for
+            `jaxflow.losses.cross_entropy` (or the squared losses, on one-hot
+            targets) and a model with one output per class.
+    - `classes`: the number of classes $k$ of integer labels; by default one more than
+        the largest label (which must then be concrete, not traced inside `jax.jit`).
+        The losses check it against the model's number of outputs.
 
-    Floating inputs keep their dtype; others become the default float dtype (float64
-    once `jaxflow` is imported).
+    Floating inputs and targets keep their dtype; other inputs and targets become the
+    default float dtype (float64 once `jaxflow` is imported), except integer labels,
+    which stay integers.
 
     **Raises:**
 
-    `ValueError` for a wrong rank, mismatched lengths, an empty set or non-finite values,
-    with the value received. Inside `jax.jit` the value checks run at run time.
+    `ValueError` for a wrong rank, mismatched lengths, an empty set, non-finite values
+    or labels outside $\{0, \dots, k - 1\}$, with the value received. Inside
+    `jax.jit` the value checks run at run time.
 
     !!! Example
 
@@ -33,19 +45,29 @@ class Dataset(eqx.Module):
     """
 
     X: Float[Array, "n d"]
-    y: Float[Array, " n"]
+    y: Float[Array, " n"] | Float[Array, "n k"] | Int[Array, " n"]
+    classes: int | None = eqx.field(static=True)
 
-    def __init__(self, X: Float[ArrayLike, "n d"], y: Float[ArrayLike, " n"]):
-        X, y = _as_float(X), _as_float(y)
+    def __init__(
+        self,
+        X: Float[ArrayLike, "n d"],
+        y: Float[ArrayLike, " n"] | Float[ArrayLike, "n k"] | Int[ArrayLike, " n"],
+        classes: int | None = None,
+    ):
+        X, y = _as_float(X), jnp.asarray(y)
+        labels = jnp.issubdtype(y.dtype, jnp.integer)
+        if not labels:
+            y = _as_float(y)
         if X.ndim != 2:
             raise ValueError(
                 f"Dataset: `X` must have shape (n, d), got shape {X.shape}. "
                 "Reshape a single sample to (1, d)."
             )
-        if y.ndim != 1:
+        if y.ndim not in ((1,) if labels else (1, 2)):
+            expected = "(n,) (class labels)" if labels else "(n,) or (n, k)"
             raise ValueError(
-                f"Dataset: `y` must have shape (n,), got shape {y.shape}. "
-                "Multi-output targets are not supported."
+                f"Dataset: `y` of dtype {y.dtype} must have shape {expected}, got "
+                f"shape {y.shape}."
             )
         if X.shape[0] != y.shape[0]:
             raise ValueError(
@@ -58,7 +80,26 @@ class Dataset(eqx.Module):
                 "need at least one point."
             )
         self.X = check(X, ~jnp.isfinite(X), lambda: _nonfinite_message("X", X))
-        self.y = check(y, ~jnp.isfinite(y), lambda: _nonfinite_message("y", y))
+        if labels:
+            self.classes = _classes(y, classes)
+            self.y = check(
+                y,
+                (y < 0) | (y >= self.classes),
+                lambda: (
+                    f"Dataset: class labels `y` must be in {{0, ..., "
+                    f"{self.classes - 1}}} (`classes` = {self.classes}), got "
+                    f"{describe(y if is_traced(y) else np.unique(y))}."
+                ),
+            )
+        else:
+            if classes is not None:
+                raise ValueError(
+                    f"Dataset: `classes` is for integer class labels, but `y` has "
+                    f"dtype {y.dtype}; got classes={classes!r}. Pass labels as "
+                    "integers, or leave `classes` out."
+                )
+            self.classes = None
+            self.y = check(y, ~jnp.isfinite(y), lambda: _nonfinite_message("y", y))
 
     @property
     def n(self) -> int:
@@ -87,6 +128,22 @@ class Dataset(eqx.Module):
         Z = jnp.sign(self.y)[:, None] * self.X
         Z = Z / jnp.linalg.norm(Z, axis=1, keepdims=True)
         return jnp.min(Z @ Z.T)
+
+
+def _classes(y, classes) -> int:
+    """The number of classes of integer labels `y`: `classes`, checked, or one more
+    than the largest label."""
+    if classes is None:
+        if is_traced(y):
+            raise ValueError(
+                "Dataset: integer labels `y` are traced (inside `jax.jit`), so their "
+                "number of classes is not known; pass `classes=`."
+            )
+        return max(int(np.max(np.asarray(y))) + 1, 1) if y.size else 1
+    count = isinstance(classes, int | np.integer) and not isinstance(classes, bool)
+    if not count or classes < 1:
+        raise ValueError(f"Dataset: `classes` must be a positive int, got {classes!r}.")
+    return int(classes)
 
 
 def _as_float(x) -> Array:

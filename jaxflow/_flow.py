@@ -25,8 +25,9 @@ class GradientFlow(eqx.Module):
 
     **Raises:**
 
-    `ValueError` if `loss` is not callable, or if it is a built-in classification loss and
-    `data.y` is not $\pm1$.
+    `ValueError` if `loss` is not callable, or if it is a built-in loss and `data.y` is
+    not what it takes (labels $\pm1$ for `exponential` and `logistic`, integer class
+    labels for `cross_entropy`).
 
     !!! Example
 
@@ -47,7 +48,7 @@ class GradientFlow(eqx.Module):
                 f"got {type(loss).__name__} {loss!r}."
             )
         if isinstance(loss, AbstractLoss) and isinstance(data, Dataset):
-            data = Dataset(data.X, loss.check_labels(data.y))
+            data = loss.check_targets(data)
         self.loss = loss
         self.data = data
 

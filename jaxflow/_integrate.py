@@ -45,21 +45,29 @@ def _select(pred, a, b):
     return jax.tree.map(lambda x, z: jnp.where(pred, x, z), a, b)
 
 
-def _num_vf_evals(solver, num_steps) -> Array:
-    """Gradient evaluations made by an explicit Runge-Kutta solver (-1 if unknown).
+def _calls(solver) -> tuple[int, int] | None:
+    """Field evaluations of an explicit Runge-Kutta solver per attempted step, and at
+    the start (None if unknown).
 
-    Per attempted step, an s-stage tableau costs s evaluations, or s - 1 when the last
-    stage is the next step's first (FSAL, e.g. Tsit5), plus one at the start. Checked
-    against a counter in the loss for Tsit5, Dopri5, Dopri8 and Heun (tests).
+    An s-stage tableau costs s evaluations a step, or s - 1 when the last stage is the
+    next step's first (FSAL, e.g. Tsit5), plus one at the start. Checked against a
+    counter in the loss for Tsit5, Dopri5, Dopri8 and Heun (tests).
     """
     if isinstance(solver, dfx.AbstractERK):
         tableau = solver.tableau
         stages = len(tableau.c) + 1
-        per_step, start = (stages - 1, 1) if tableau.fsal else (stages, 0)
-    elif isinstance(solver, dfx.Euler):
-        per_step, start = 1, 0
-    else:
+        return (stages - 1, 1) if tableau.fsal else (stages, 0)
+    if isinstance(solver, dfx.Euler):
+        return 1, 0
+    return None
+
+
+def _num_vf_evals(solver, num_steps) -> Array:
+    """Gradient evaluations made by an explicit Runge-Kutta solver (-1 if unknown)."""
+    calls = _calls(solver)
+    if calls is None:
         return jnp.array(-1)
+    per_step, start = calls
     return per_step * num_steps + start
 
 
@@ -330,6 +338,15 @@ class Integrator(eqx.Module):
             counts["num_corrections"] = n + jnp.sum(corrected, dtype=n.dtype)
         if "num_restarts" in c:
             counts["num_restarts"] = c["num_restarts"] + jnp.where(st.made_jump, 1, 0)
+        if "num_kink_evals" in counts:
+            # The step's field calls (and a restart's first stage) beyond a gradient.
+            solver = self.solver
+            fsal = isinstance(solver, dfx.AbstractERK) and solver.tableau.fsal
+            calls = (_calls(solver) or (1, 0))[0]
+            calls = calls + jnp.where(st.made_jump & fsal, 1, 0)
+            n = counts["num_kink_evals"]
+            cost = calls * self.pieces.field_cost(st.aux)
+            counts["num_kink_evals"] = n + jnp.asarray(cost).astype(n.dtype)
         # The first failure counts: non-finite, then overflow, solver, controller.
         ok = RESULTS.successful
         result = functools.reduce(
@@ -389,6 +406,9 @@ class Integrator(eqx.Module):
             # with the residuals' derivative and a derivative of the field, about
             # three gradients.
             extra = extra + 3 * counts["num_corrections"]
+        if "num_kink_evals" in counts:
+            # The kink treatment's own work, in gradients (`_kinks._sliding`).
+            extra = extra + counts["num_kink_evals"]
         evals = _num_vf_evals(self.solver, counts["num_steps"])
         stats["num_vf_evals"] = jnp.where(evals >= 0, evals + extra, evals)
         return stats

@@ -1,8 +1,8 @@
 """A model's predictions on the rows of a data matrix, whichever input it takes.
 
-jaxflow's own models act on a data matrix `(n, d) -> (n,)` (and on one sample);
-equinox models usually act on one sample, `(d,) -> ()`, and leave batching to
-`jax.vmap`. `predict` tells the two apart from shapes alone, at trace time.
+jaxflow's own models act on a data matrix `(n, d) -> (n,)` or `(n, k)` (and on one
+sample); equinox models usually act on one sample, `(d,) -> ()` or `(k,)`, and leave
+batching to `jax.vmap`. `predict` tells the two apart from shapes alone, at trace time.
 """
 
 from typing import Any
@@ -29,15 +29,18 @@ def _probe(model: Any, shape: tuple[int, ...], dtype) -> tuple[tuple | None, str
     return out.shape, f"output shape {out.shape}"
 
 
-def predict(model: Any, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+def predict(
+    model: Any, X: Float[Array, "n d"]
+) -> Float[Array, " n"] | Float[Array, "n k"]:
     r"""The predictions $f(x_i)$ of `model` on the rows $x_i$ of `X`.
 
     A model may act on the data matrix, `(n, d) -> (n,)` (or `(n, 1)`), as jaxflow's
     models do, or on one sample, `(d,) -> ()` (or `(1,)`), as `equinox.nn.MLP(d,
-    "scalar", ...)` does; it is then `jax.vmap`-ed over the rows. The convention is
-    found from output shapes by `equinox.filter_eval_shape`, at trace time, so it costs
-    no run time and the model runs once. The data-matrix convention is tried first and
-    wins whenever it gives shape `(n,)` or `(n, 1)` (e.g. when $n = d$).
+    "scalar", ...)` does; it is then `jax.vmap`-ed over the rows. A model with $k \ge
+    2$ outputs maps `(n, d) -> (n, k)` or `(d,) -> (k,)`. The convention is found from
+    output shapes by `equinox.filter_eval_shape`, at trace time, so it costs no run time
+    and the model runs once. The data-matrix convention is tried first and wins
+    whenever it gives shape `(n,)` or `(n, k)` (e.g. when $n = d$).
 
     **Arguments:**
 
@@ -46,12 +49,12 @@ def predict(model: Any, X: Float[Array, "n d"]) -> Float[Array, " n"]:
 
     **Returns:**
 
-    The predictions, shape `(n,)`.
+    The predictions, shape `(n,)` (one output) or `(n, k)` ($k \ge 2$ outputs).
 
     **Raises:**
 
-    `ValueError` if `X` is not a matrix, or if the model fits neither convention (a
-    multi-output model, say), naming the model's type and what each input shape gave.
+    `ValueError` if `X` is not a matrix, or if the model fits neither convention,
+    naming the model's type and what each input shape gave.
 
     !!! Example
 
@@ -67,14 +70,14 @@ def predict(model: Any, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         )
     n, d = X.shape
     key = _key(model, X)
-    convention = _CONVENTIONS.get(key) if key is not None else None
-    if convention is None:
-        convention = _convention(model, n, d, X.dtype)
+    found = _CONVENTIONS.get(key) if key is not None else None
+    if found is None:
+        found = _convention(model, n, d, X.dtype)
         if key is not None:
-            _CONVENTIONS[key] = convention
-    if convention == "matrix":
-        return jnp.reshape(model(X), (n,))
-    return jnp.reshape(jax.vmap(model)(X), (n,))
+            _CONVENTIONS[key] = found
+    convention, shape = found
+    out = model(X) if convention == "matrix" else jax.vmap(model)(X)
+    return jnp.reshape(out, shape)
 
 
 # The convention found for a model's structure and a data shape: eager code (a loss
@@ -97,15 +100,18 @@ def _key(model, X):
     return key
 
 
-def _convention(model, n: int, d: int, dtype) -> str:
+def _convention(model, n: int, d: int, dtype) -> tuple[str, tuple[int, ...]]:
+    """How `model` takes a data matrix of shape `(n, d)`, and the predictions' shape:
+    `(n,)` for one output, `(n, k)` for k >= 2."""
     shape, on_matrix = _probe(model, (n, d), dtype)
-    if shape in ((n,), (n, 1)):
-        return "matrix"
+    if shape is not None and len(shape) in (1, 2) and shape[0] == n:
+        return "matrix", (n,) if shape[1:] in ((), (1,)) else shape
     sample_shape, on_sample = _probe(model, (d,), dtype)
-    if sample_shape in ((), (1,)):
-        return "sample"
+    if sample_shape is not None and len(sample_shape) <= 1:
+        return "sample", (n,) if sample_shape in ((), (1,)) else (n, *sample_shape)
     raise ValueError(
         f"predict: the model {type(model).__name__} acts neither on the data matrix X "
         f"of shape {(n, d)} (gave {on_matrix}) nor on one sample of shape {(d,)} "
-        f"(gave {on_sample}); a model must map (n, d) -> (n,) or (d,) -> () / (1,)."
+        f"(gave {on_sample}); a model must map (n, d) -> (n,) / (n, k) or (d,) -> () / "
+        "(k,)."
     )

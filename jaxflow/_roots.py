@@ -4,12 +4,13 @@ import jax
 import jax.numpy as jnp
 
 
-def first_root(psi, lo, hi, f_lo, f_hi, search):
+def first_root(psi, lo, hi, f_lo, f_hi, search, iterations: bool = False):
     """The first zero of `psi` in `[lo, hi]`, given `f_lo >= 0 >= f_hi`, by the Illinois
     variant of regula falsi; elementwise over arrays of brackets (`psi` maps an array of
     times to the values of the matching components). Returns the right end of the
-    final bracket, where `psi <= 0`. Brackets not marked in `search` are returned as
-    `hi`; when none is, nothing is evaluated (also under `jax.vmap`)."""
+    final bracket, where `psi <= 0`, and with `iterations` also how many times `psi`
+    was evaluated. Brackets not marked in `search` are returned as `hi`; when none is,
+    nothing is evaluated (also under `jax.vmap`)."""
     lo, hi, f_lo, f_hi, search = jnp.broadcast_arrays(lo, hi, f_lo, f_hi, search)
     tol = 4 * jnp.finfo(lo.dtype).eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi))
 
@@ -39,7 +40,8 @@ def first_root(psi, lo, hi, f_lo, f_hi, search):
 
     side = jnp.zeros(lo.shape, jnp.int32)
     init = (lo, hi, jnp.maximum(f_lo, 0.0), f_hi, side, jnp.array(0))
-    return jax.lax.while_loop(cond, body, init)[1]
+    out = jax.lax.while_loop(cond, body, init)
+    return (out[1], out[-1]) if iterations else out[1]
 
 
 def when(pred, fn, default):

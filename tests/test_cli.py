@@ -140,7 +140,7 @@ def test_bad_option_values_are_argparse_errors(tmp_path, capsys, argv, message):
     [
         (
             ["align", "--data", "mnist", "--digits", "3", "3"],
-            "mnist: `digits` must be two distinct ints in 0..9, got (3, 3).",
+            "mnist: `digits` must be two distinct ints in 0..9, or None (all ten), got (3, 3).",
         ),
         (  # offline: JAXFLOW_MNIST_MIRROR is a closed local port
             ["ensemble", "--data", "mnist", "--root", "{tmp}/nonexistent"],

@@ -13,8 +13,9 @@ def test_dataset_validates_shapes():
         jf.Dataset(jnp.ones(3), jnp.ones(3))
     with pytest.raises(ValueError, match=r"`X` has 3 rows but `y` has 2"):
         jf.Dataset(jnp.ones((3, 2)), jnp.ones(2))
-    with pytest.raises(ValueError, match=r"`y` must have shape \(n,\)"):
-        jf.Dataset(jnp.ones((3, 2)), jnp.ones((3, 1)))
+    with pytest.raises(ValueError, match=r"`y` .* must have shape \(n,\) or \(n, k\)"):
+        jf.Dataset(jnp.ones((3, 2)), jnp.ones((3, 1, 1)))
+    assert jf.Dataset(jnp.ones((3, 2)), jnp.ones((3, 4))).y.shape == (3, 4)
     with pytest.raises(ValueError, match="empty"):
         jf.Dataset(jnp.ones((0, 2)), jnp.ones(0))
 

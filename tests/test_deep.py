@@ -115,7 +115,7 @@ def test_equivalent_control_is_complementary(seed):
         jnp.full(m, 0.5),
         jnp.zeros(m, jnp.int32),
     )
-    s, bound, resolved = pieces._control(params, pattern)
+    s, bound, resolved, _ = pieces._control(params, pattern)
     assert bool(resolved)
     pattern = eqx.tree_at(lambda p: (p.s, p.bound), pattern, (s, bound))
     grad = jax.grad(lambda p: pieces._run(p, pattern.gates())[0])(params)

@@ -392,7 +392,7 @@ def test_num_vf_evals_counts_real_gradient_evaluations():
 
     class Counted(jf.losses.AbstractLoss):
         reduction: str = eqx.field(default="mean", static=True)
-        needs_pm1_labels = False
+        targets = "real"
 
         def pointwise(self, prediction, target):
             jax.debug.callback(lambda: calls.append(1), ordered=True)

@@ -151,7 +151,7 @@ def test_truncated_and_corrupt_files(tmp_path, tiny):
 def test_bad_arguments(tmp_path, tiny):
     _write_idx(tmp_path, "train", *tiny)
     with pytest.raises(
-        ValueError, match=r"`digits` must be two distinct ints in 0..9, got \(1, 1\)"
+        ValueError, match=r"`digits` must be two distinct ints in 0..9, or None \(all ten\), got \(1, 1\)"
     ):
         jf.datasets.mnist(digits=(1, 1), root=tmp_path)
     with pytest.raises(ValueError, match=r"`n` must be an int in 1..9"):
@@ -233,3 +233,26 @@ def test_centring_and_images_arguments(tmp_path, tiny):
         ValueError, match=r"\(its first 1\) hold only one of them: no 1"
     ):
         jf.datasets.mnist(root=tmp_path, images=1)
+
+
+def test_ten_classes(tmp_path, tiny):
+    images, labels = tiny
+    _write_idx(tmp_path, "train", images, labels)
+    data = jf.datasets.mnist(digits=None, root=tmp_path, center=False)
+    assert data.classes == 10 and np.issubdtype(data.y.dtype, np.integer)
+    assert np.array_equal(data.y, labels)
+    assert np.allclose(data.X, images.reshape(12, -1) / 255.0)
+    assert jf.datasets.mnist(digits=None, root=tmp_path, n=5).n == 5
+    with pytest.raises(ValueError, match=r"`n` must be an int in 1..12 for all digits"):
+        jf.datasets.mnist(digits=None, root=tmp_path, n=13)
+    with pytest.raises(ValueError, match=r"or None \(all ten\), got 3"):
+        jf.datasets.mnist(digits=3, root=tmp_path)
+
+
+def test_real_mnist_ten_classes():
+    root = mnist_root()
+    labels = _read_gz(root / "t10k-labels-idx1-ubyte.gz", 8)
+    data = jf.datasets.mnist(digits=None, split="test", center=False, root=root)
+    assert data.X.shape == (10000, 784) and data.classes == 10
+    assert np.array_equal(data.y, labels)
+    assert np.array_equal(np.bincount(np.asarray(data.y)), np.bincount(labels))

@@ -114,27 +114,28 @@ def test_data_matrix_convention_wins_when_both_fit():
     assert np.allclose(predict(mlp, square), jax.vmap(mlp)(square), rtol=1e-14)
 
 
-def test_multi_output_per_sample_model_names_the_shapes():
+def test_multi_output_models_predict_rows_of_outputs():
     model = eqx.nn.MLP(D, 3, 8, 2, key=jax.random.key(5))
-    with pytest.raises(ValueError) as info:
-        predict(model, X)
-    text = str(info.value)
-    for piece in ("MLP", f"({N}, {D})", f"({D},)", "output shape (3,)", "TypeError"):
-        assert piece in text, (piece, text)
-    # Under jit too: the shapes are static, the error comes at trace time.
-    with pytest.raises(ValueError, match="output shape \\(3,\\)"):
-        eqx.filter_jit(predict)(model, X)
+    expected = np.stack([np.asarray(model(x)) for x in X])
+    assert np.allclose(predict(model, X), expected, rtol=1e-14)
+    assert np.allclose(eqx.filter_jit(predict)(model, X), expected, rtol=1e-14)
+    matrix = TwoOutputsPerRow(jnp.ones((D, 2)))
+    assert np.allclose(predict(matrix, X), np.asarray(X) @ np.ones((D, 2)), rtol=1e-14)
+    with pytest.raises(ValueError, match="shape \\(n, d\\)"):
+        predict(matrix, X[0])
+    # A scalar-output loss on them names both shapes.
     data = jf.Dataset(X, jnp.sign(X[:, 0]))
-    with pytest.raises(ValueError, match="acts neither"):
+    with pytest.raises(ValueError, match=f"predictions of shape \\({N}, 3\\)"):
         jf.GradientFlow(jf.losses.logistic, data)(model)
 
 
-def test_multi_output_matrix_model_is_an_error():
-    model = TwoOutputsPerRow(jnp.ones((D, 2)))
-    with pytest.raises(ValueError, match=f"output shape \\({N}, 2\\)"):
-        predict(model, X)
-    with pytest.raises(ValueError, match="shape \\(n, d\\)"):
-        predict(model, X[0])
+def test_model_fitting_no_convention_names_the_shapes():
+    cube = eqx.nn.Lambda(lambda x: jnp.ones(x.shape[:-1] + (2, 2)))
+    with pytest.raises(ValueError) as info:
+        predict(cube, X)
+    text = str(info.value)
+    for piece in ("Lambda", f"({N}, {D})", f"({D},)", "output shape (2, 2)", "acts neither"):
+        assert piece in text, (piece, text)
 
 
 def test_logistic_flow_of_a_per_sample_mlp_matches_scipy():

@@ -89,6 +89,13 @@ class AbstractPieces(eqx.Module):
         `y` itself."""
         return y
 
+    def field_cost(self, piece: PyTree) -> Int[Array, ""] | int:
+        """Gradient evaluations that a call of the field of `piece` costs beyond one
+        (for `num_vf_evals`; 0 by default). Counted, per attempted step, by the
+        solver's field calls, into the counter `num_kink_evals` if the pieces have
+        one."""
+        return 0
+
     def corrected_from(self, cut: Cut) -> Float[Array, ""]:
         """The first time in the step after which `within` corrects (inf: none), for
         counting that work."""

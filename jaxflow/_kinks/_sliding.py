@@ -55,13 +55,15 @@ from ._pieces import AbstractPieces, Cut, Start
 # Most pre-activations on a kink at once (more end the solve with `kink_overflow`).
 MAX_SLIDING = 64
 _FREE, _LOWER, _UPPER = 0, 1, 2
-# Newton iterations per field evaluation (warm-started from the piece's `s`).
-_FIELD_ITERS = 2
 # At a switch (bounds re-decided): at most this many iterations, to this residual (in
 # units of s: |dz/dt| over |d(dz/dt)/ds|).
 _CONTROL_ITERS = 400
 _CONTROL_TOL = 1e-12
 _CONTROL_ROUNDS = 8
+# The work counted in `num_kink_evals`, in gradients: the rates (a gradient and a
+# forward-mode pass for dz/dt) or one Jacobian column of theirs; a forward pass.
+_RATES = 2
+_PASS = 1 / 3
 # A residual above this (s off by more than this) leaves the control unresolved;
 # below it, the projection keeps the pair on its kink.
 _RESIDUAL = 1e-3
@@ -106,6 +108,44 @@ class Pattern(eqx.Module):
         return jnp.where(self.on_kink(), on_kink, self.active.astype(s.dtype))
 
 
+def _gradients(passes):
+    """Forward passes in gradients (`_PASS` each), rounded up."""
+    return jnp.ceil(_PASS * jnp.asarray(passes)).astype(int)
+
+
+def _jacobian(fn, x: Float[Array, " m"], count) -> tuple[Array, Array]:
+    """`fn(x)` (a vector) and its Jacobian, by forward-mode columns over the first
+    `count` entries of `x` only: the occupied slots, which come first (the other
+    columns are zero). One evaluation of `fn` and `count` of its linearization, where
+    `jax.jacfwd` would take one per slot."""
+    f, linear = jax.linearize(fn, x)
+    basis = jnp.eye(x.shape[0], dtype=x.dtype)
+
+    def column(j, J):
+        return J.at[:, j].set(linear(basis[j]))
+
+    J = jnp.zeros(f.shape + x.shape, f.dtype)
+    return f, jax.lax.fori_loop(0, count, column, J)
+
+
+def _chord(J: Float[Array, "m m"], free: Bool[Array, " m"]):
+    """Newton steps (least squares) on the `free` slots with the Jacobian `J` held,
+    the others kept, clipped to the box: `step(s, f)` for rates `f` at `s`."""
+    J = jnp.where(free[:, None] & free[None, :], J, 0.0)
+    # A whisper of regularisation: a pair whose rate does not depend on its s (a zero
+    # residual) keeps its s.
+    size = jnp.max(jnp.abs(J)) + jnp.finfo(J.dtype).tiny
+    eye = jnp.eye(free.shape[0], dtype=J.dtype)
+    JtJ = J.T @ J + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
+    factor = jax.scipy.linalg.lu_factor(JtJ)
+
+    def step(s, f):
+        delta = jax.scipy.linalg.lu_solve(factor, -(J.T @ jnp.where(free, f, 0.0)))
+        return jnp.clip(jnp.where(free, s + delta, s), 0.0, 1.0)
+
+    return step
+
+
 def _slots(on: Bool[Array, " k"]) -> tuple[Int[Array, " m"], Bool[Array, ""]]:
     (index,) = jnp.nonzero(on, size=MAX_SLIDING, fill_value=-1)
     return index.astype(jnp.int32), jnp.sum(on) > MAX_SLIDING
@@ -143,6 +183,7 @@ class Sliding(AbstractPieces):
         "num_slides",
         "num_exits",
         "num_corrections",
+        "num_kink_evals",
     )
 
     def __init__(self, flow, params, static, horizon=jnp.inf, rtol=0.0, atol=0.0):
@@ -171,40 +212,27 @@ class Sliding(AbstractPieces):
         return velocity, jnp.where(pattern.valid(), zdot, 0.0)
 
     def _linearized(self, y, pattern: Pattern, s):
-        """$\\dot z$ at the slots and its Jacobian in `s`, in one forward pass."""
-
-        def rates(s):
-            zdot = self._rates(y, pattern, s)[1]
-            return zdot, zdot
-
-        J, f = jax.jacfwd(rates, has_aux=True)(s)
-        return f, J
+        """$\\dot z$ at the slots and its Jacobian in `s` (`_jacobian`)."""
+        count = jnp.sum(pattern.valid())
+        return _jacobian(lambda s: self._rates(y, pattern, s)[1], s, count)
 
     def _free(self, y, pattern: Pattern):
-        """Within a piece: Newton (least squares, warm-started from the piece's `s`)
-        on the free slots, the held ones at their bounds. Only the last iteration's
-        rates are differentiated, with its Jacobian held: the derivative in `y` is
-        the implicit function's, $-J^{+} \\partial_y \\dot z$, at the cost of one
-        extra evaluation of the rates (implicit solvers take the field's Jacobian)."""
+        """Within a piece: Newton (least squares, from the piece's `s`) on the free
+        slots, the held ones at their bounds, then a second step with the same
+        Jacobian (a chord step). $\\dot z$ is affine in each $s_k$, so where no
+        sample has kinks in two layers at once the first step is exact, and the second
+        only makes the result differentiable: its rates are taken at `y` with the
+        Jacobian held, so the derivative in `y` is the implicit function's, $-J^{+}
+        \\partial_y \\dot z$ (implicit solvers take the field's Jacobian). Otherwise
+        (rates multilinear in $s$) the error after the two steps is the cube of the
+        piece's `s`'s, which is of the order of the step. Cost: the rates, their
+        Jacobian over the occupied slots (`_jacobian`) and the rates again."""
         free = pattern.valid() & (pattern.bound == _FREE)
-        eye = jnp.eye(free.shape[0], dtype=pattern.s.dtype)
-        fixed = jax.lax.stop_gradient(y)
-
-        def newton(s, f, J):
-            A = jnp.where(free[:, None] & free[None, :], J, 0.0)
-            # A whisper of regularisation: a pair whose rate does not depend on its
-            # s (a zero residual) keeps its s.
-            size = jnp.max(jnp.abs(A)) + jnp.finfo(s.dtype).tiny
-            AtA = A.T @ A + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
-            step = jnp.linalg.solve(AtA, -(A.T @ jnp.where(free, f, 0.0)))
-            return jnp.clip(jnp.where(free, s + step, s), 0.0, 1.0)
-
-        def iteration(_, s):  # one traced iteration, looped (compile time)
-            return newton(s, *self._linearized(fixed, pattern, s))
-
-        s = jax.lax.fori_loop(0, _FIELD_ITERS - 1, iteration, pattern.s)
-        J = self._linearized(fixed, pattern, s)[1]
-        return newton(s, self._rates(y, pattern, s)[1], J)
+        A = self._linearized(jax.lax.stop_gradient(y), pattern, pattern.s)
+        f0, J = jax.lax.stop_gradient(A)
+        newton = _chord(J, free)
+        s = newton(pattern.s, f0)
+        return newton(s, self._rates(y, pattern, s)[1])
 
     def _control(self, y, pattern: Pattern):
         """At a switch, the equivalent control with its bounds decided: `(s, bound,
@@ -228,6 +256,7 @@ class Sliding(AbstractPieces):
           until none is. (Left in the Fischer-Burmeister system, repelling pairs make
           it non-monotone and trap Newton at local minima of the merit.)"""
         valid = pattern.valid()
+        count = jnp.sum(valid)
         dtype = pattern.s.dtype
         tiny = jnp.finfo(dtype).tiny
         eye = jnp.eye(valid.shape[0], dtype=dtype)
@@ -252,8 +281,8 @@ class Sliding(AbstractPieces):
             return (it < _CONTROL_ITERS) & (jnp.max(jnp.abs(phi)) > _CONTROL_TOL)
 
         def iteration(carry):
-            s, _, pinned, up, it = carry
-            Jphi, (phi, _) = jax.jacfwd(residual, has_aux=True)(s, pinned, up)
+            s, _, pinned, up, work, it = carry
+            phi, Jphi = _jacobian(lambda s: residual(s, pinned, up)[0], s, count)
             psi = 0.5 * phi @ phi
             gradient = Jphi.T @ phi
             damping = phi @ phi + jnp.where(valid, tiny, 1.0)
@@ -274,7 +303,10 @@ class Sliding(AbstractPieces):
             alpha, phi = jax.lax.while_loop(
                 longer, halve, (jnp.array(1.0, dtype), first)
             )
-            return s + alpha * step, phi, pinned, up, it + 1
+            # The Jacobian, then the rates at each trial point of the line search.
+            trials = 1 + jnp.round(-jnp.log2(alpha)).astype(work.dtype)
+            work = work + _RATES * (1 + count + trials)
+            return s + alpha * step, phi, pinned, up, work, it + 1
 
         def unresolved(s):
             # Off by more than _RESIDUAL in s, at a rate that would carry the pair
@@ -288,7 +320,7 @@ class Sliding(AbstractPieces):
             )
 
         def attempt(carry):
-            s, bad, rounds = carry
+            s, bad, rounds, work = carry
             # The first attempt starts from s0, whose rates are known.
             f, J = when(rounds > 0, lambda: self._linearized(y, pattern, s), (f0, J0))
             diagonal = jnp.diagonal(J)
@@ -302,14 +334,31 @@ class Sliding(AbstractPieces):
             scattered = jax.random.uniform(key, s.shape, dtype)
             s = jnp.where(bad & (rounds > 0), scattered, s)
             s = jnp.where(repels, up.astype(dtype), s)
-            start = (s, residual(s, repels, up)[0], repels, up, 0)
-            s = jax.lax.while_loop(unsolved, iteration, start)[0]
-            return s, unresolved(s), rounds + 1
+            # The rates and their Jacobian (after the first attempt), the rates at the
+            # start and at the end.
+            work = work + _RATES * (jnp.where(rounds > 0, 1 + count, 0) + 2)
+            start = (s, residual(s, repels, up)[0], repels, up, work, 0)
+            s, _, _, _, work, _ = jax.lax.while_loop(unsolved, iteration, start)
+            return s, unresolved(s), rounds + 1, work
 
         def retry(carry):
             return jnp.any(carry[1]) & (carry[2] < _CONTROL_ROUNDS)
 
-        s, bad, _ = jax.lax.while_loop(retry, attempt, (s0, valid, 0))
+        # Within a piece the control is usually where one Newton step from the
+        # piece's s, with its bounds, puts it (exactly, for rates affine in s): if
+        # that is a solution, with no sliding pair repelling, it is the control.
+        free = valid & (pattern.bound == _FREE)
+        s1 = _chord(J0, free)(s0, f0)
+        quick = ~jnp.any(free & (jnp.diagonal(J0) > 0)) & (
+            jnp.max(jnp.abs(complementarity(s1)[0])) <= _CONTROL_TOL
+        )
+        # The rates and their Jacobian at s0, a forward pass (the band), the rates at
+        # s1.
+        work = _RATES * (2 + count) + _gradients(1)
+        s, bad, _, work = jax.lax.while_loop(
+            retry, attempt, (jnp.where(quick, s1, s0), valid & ~quick, 0, work)
+        )
+        work = work + _RATES  # the velocity below
         # Nor does it matter where the flow is at rest to the solve's tolerance: its
         # whole motion over the time span is below it, whatever the s.
         velocity = self._rates(y, pattern, s)[0]
@@ -327,7 +376,7 @@ class Sliding(AbstractPieces):
             jnp.where(valid & (s >= 1 - edge), _UPPER, _FREE),
         ).astype(pattern.bound.dtype)
         s = jnp.where(bound == _LOWER, 0.0, jnp.where(bound == _UPPER, 1.0, s))
-        return s, bound, ~jnp.any(bad)
+        return s, bound, ~jnp.any(bad), work
 
     def _field(self, y, pattern: Pattern):
         s = when(jnp.any(pattern.valid()), lambda: self._free(y, pattern), pattern.s)
@@ -336,6 +385,11 @@ class Sliding(AbstractPieces):
 
     def term(self) -> dfx.ODETerm:
         return dfx.ODETerm(lambda t, y, pattern: self._field(y, pattern))
+
+    def field_cost(self, pattern: Pattern):
+        # `_free`: the rates, their Jacobian over the occupied slots, the rates again.
+        count = jnp.sum(pattern.valid())
+        return jnp.where(count > 0, _RATES * (2 + count), 0)
 
     # -- switching -------------------------------------------------------------------
 
@@ -349,11 +403,22 @@ class Sliding(AbstractPieces):
         def z(x):
             return jnp.where(hold, self._run(unravel(x), gates)[1][index], 0.0)
 
-        J = jax.jacrev(z)(flat)
+        # Its rows by reverse mode, over the occupied slots only (they come first):
+        # a forward pass, and a gradient's worth per row.
+        values, pull = jax.vjp(z, flat)
+        basis = jnp.eye(hold.shape[0], dtype=flat.dtype)
+        count = jnp.sum(pattern.valid())
+        J = jax.lax.fori_loop(
+            0,
+            count,
+            lambda i, J: J.at[i].set(pull(basis[i])[0]),
+            jnp.zeros((hold.shape[0], flat.shape[0]), flat.dtype),
+        )
         JJ = J @ J.T
         size = jnp.max(jnp.abs(jnp.diagonal(JJ))) + jnp.finfo(flat.dtype).tiny
         JJ = JJ + jnp.diag(jnp.where(hold, 1e-24 * size, 1.0))
-        return unravel(flat - J.T @ jnp.linalg.solve(JJ, z(flat)))
+        moved = unravel(flat - J.T @ jnp.linalg.solve(JJ, values))
+        return moved, _gradients(1) + count
 
     def _settle(self, y, pattern: Pattern, new, came_active, keep):
         """With the pairs `new` (on their kink; `came_active`: the side they came
@@ -369,10 +434,10 @@ class Sliding(AbstractPieces):
         slots, overflow = _slots(on)
         index = jnp.where(slots >= 0, slots, 0)
         trial = Pattern(pattern.active & ~on, slots, s_full[index], bound_full[index])
-        s, bound, ok = when(
+        s, bound, ok, work = when(
             jnp.any(trial.valid()),
             lambda: self._control(y, trial),
-            (trial.s, trial.bound, jnp.array(True)),
+            (trial.s, trial.bound, jnp.array(True), jnp.array(0)),
         )
         valid = trial.valid()
         _, z = self._run(y, trial.gates(s))
@@ -400,9 +465,19 @@ class Sliding(AbstractPieces):
         index2 = jnp.where(slots2 >= 0, slots2, 0)
         settled = Pattern(trial.active | up, slots2, s_full[index2], bound_full[index2])
         hold = settled.valid() & (settled.bound == _FREE)
-        y = when(keep & jnp.any(hold), lambda: self._project(y, settled, hold), y)
-        slides = jnp.sum(is_new & ~across)
-        return y, settled, overflow, ~ok, jnp.sum(across), slides, jnp.sum(left)
+        y, moving = when(
+            keep & jnp.any(hold),
+            lambda: self._project(y, settled, hold),
+            (y, jnp.array(0)),
+        )
+        counts = {
+            "num_crossings": jnp.sum(across),
+            "num_slides": jnp.sum(is_new & ~across),
+            "num_exits": jnp.sum(left),
+            # The control's work, its forward pass above and the projection's.
+            "num_kink_evals": work + _gradients(1) + moving,
+        }
+        return y, settled, overflow, ~ok, counts
 
     def init(self, y) -> Start:
         empty = Pattern(
@@ -415,11 +490,12 @@ class Sliding(AbstractPieces):
         on = _gates.kinked(z, self.shapes)
         pattern = eqx.tree_at(lambda p: p.active, empty, (z > 0) & ~on)
         pattern = eqx.tree_at(lambda p: p.s, pattern, pattern.s.astype(z.dtype))
-        y, pattern, overflow, unresolved, crossings, slides, _ = self._settle(
+        y, pattern, overflow, unresolved, settled = self._settle(
             y, pattern, on, None, jnp.array(True)
         )
         counts = {name: jnp.array(0) for name in self.counts}
-        counts["num_crossings"], counts["num_slides"] = crossings, slides
+        counts |= {k: v for k, v in settled.items() if k != "num_exits"}
+        counts["num_kink_evals"] += _gradients(1)  # the pre-activations above
         return Start(y, pattern, counts, overflow, jnp.array(False), unresolved)
 
     def _signed(self, y, pattern: Pattern):
@@ -438,29 +514,36 @@ class Sliding(AbstractPieces):
             e, _ = self._signed(interp.evaluate(t), pattern)
             return jnp.min(jnp.where(crossed, e / scale, jnp.inf))
 
-        t_cut = when(
+        t_cut, passes = when(
             event,
-            lambda: first_root(everyone, t0, t1, everyone(t0), everyone(t1), True),
-            t1,
+            lambda: first_root(
+                everyone, t0, t1, everyone(t0), everyone(t1), True, iterations=True
+            ),
+            (t1, jnp.array(0)),
         )
-        return Cut(event, t_cut, crossed, None, jnp.array(False))
+        # The forward passes: at t1, and of the root finding (with its two ends).
+        passes = 1 + jnp.where(event, 2 + passes, 0)
+        return Cut(event, t_cut, (crossed, passes), None, jnp.array(False))
 
     def switch(self, y, pattern: Pattern, cut: Cut, keep) -> Start:
+        crossed, passes = cut.crossed
         signed, band = self._signed(y, pattern)
         on = pattern.on_kink()
-        new = cut.crossed & (signed <= band) & cut.event
+        new = crossed & (signed <= band) & cut.event
         flip = ~on & ~new & (signed < -band) & keep
         came_active = pattern.active
         pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flip)
-        y, pattern, overflow, unresolved, crossings, slides, exits = self._settle(
+        y, pattern, overflow, unresolved, settled = self._settle(
             y, pattern, new, came_active, keep
         )
-        counts = {
+        exits = settled["num_exits"]
+        counts = settled | {
             "num_kink_events": jnp.where(cut.event, 1, 0),
-            "num_crossings": crossings + jnp.sum(flip),
-            "num_slides": slides,
+            "num_crossings": settled["num_crossings"] + jnp.sum(flip),
             "num_exits": jnp.where(keep, exits, 0),
             "num_corrections": jnp.array(0),
+            # The cut's forward passes and this one's.
+            "num_kink_evals": settled["num_kink_evals"] + _gradients(passes + 1),
         }
         jump = jnp.any(flip) | jnp.any(new) | (exits > 0)
         return Start(y, pattern, counts, overflow, jump, unresolved & keep)
@@ -486,7 +569,7 @@ def min_norm_velocity(flow, model, tol: float = KINK_TOL):
     pattern = Pattern(
         (z > 0) & ~on, slots, jnp.zeros(m, z.dtype), jnp.zeros(m, jnp.int32)
     )
-    s, bound, _ = pieces._control(params, pattern)
+    s, bound, _, _ = pieces._control(params, pattern)
     pattern = eqx.tree_at(lambda p: (p.s, p.bound), pattern, (s, bound))
     grad = jax.grad(lambda p: pieces._run(p, pattern.gates())[0])(params)
     return eqx.combine(grad, static)

@@ -219,7 +219,7 @@ def read_idx(path: str | os.PathLike, kind: str) -> np.ndarray:
 
 
 def mnist(
-    digits: tuple[int, int] = (0, 1),
+    digits: tuple[int, int] | None = (0, 1),
     split: str = "train",
     n: int | None = None,
     center: bool | str = True,
@@ -228,7 +228,8 @@ def mnist(
     progress: bool = True,
     images: int | None = None,
 ) -> Dataset:
-    r"""Two MNIST digits as a binary data set (Min, Mallada, Vidal 2024, Fig. 2).
+    r"""Two MNIST digits as a binary data set (Min, Mallada, Vidal 2024, Fig. 2), or
+    all ten as a 10-class one (`digits=None`).
 
     Reads the standard IDX files, gzipped or not, from one place, chosen in this order
     of precedence:
@@ -261,13 +262,16 @@ def mnist(
 
     **Arguments:**
 
-    - `digits`: two distinct digits; the first is labelled $+1$, the second $-1$.
+    - `digits`: two distinct digits; the first is labelled $+1$, the second $-1$
+        (float labels, for `jaxflow.losses.logistic` and a scalar-output model). Or
+        `None`: every image, labelled by its digit, integer labels 0-9 with
+        `classes=10` (for `jaxflow.losses.cross_entropy` and a 10-output model).
     - `split`: `"train"` (60,000 images) or `"test"` (10,000).
-    - `n`: keep the first `n` images of the two digits in file order; all by default
-        (digits 0 and 1: 12,665 training images).
+    - `n`: keep the first `n` images of the two digits (of all, with `digits=None`)
+        in file order; all by default (digits 0 and 1: 12,665 training images).
     - `center`: which mean image $\bar x$ to subtract ($x_i - \bar x$):
         - `True` or `"pair"` (default): the mean of the selected images (the two digits,
-            after `n`);
+            or all ten, after `n`);
         - `"all"`: the mean of all images read, every digit (the first `images` of the
             split, or all of it), as in the later public code of Min et al.
             (hanchmin/pReLU_ICML24);
@@ -285,7 +289,7 @@ def mnist(
     **Returns:**
 
     A `jaxflow.Dataset` with `X` of shape `(n, 784)`, pixels scaled to $[0, 1]$ before
-    centring.
+    centring (MLPGradientFlow.jl's MNIST example: `center=False`).
 
     **Raises:**
 
@@ -307,6 +311,8 @@ def mnist(
     offline = jf.datasets.mnist(root="data/mnist", download=False)
     # mnist.pkl.gz's training split, centred by the mean of all its digits
     later = jf.datasets.mnist(images=50000, center="all")
+    # ten classes, pixels / 255, the first 10,000 training images
+    ten = jf.datasets.mnist(digits=None, n=10_000, center=False)
     ```
     """
     for name, value in (("download", download), ("progress", progress)):
@@ -314,13 +320,15 @@ def mnist(
             raise ValueError(
                 f"mnist: `{name}` must be a bool (True or False), got {value!r}."
             )
-    if (
-        len(digits) != 2
+    if digits is not None and (
+        not isinstance(digits, tuple | list)
+        or len(digits) != 2
         or digits[0] == digits[1]
         or not all(isinstance(k, int) and 0 <= k <= 9 for k in digits)
     ):
         raise ValueError(
-            f"mnist: `digits` must be two distinct ints in 0..9, got {digits!r}."
+            f"mnist: `digits` must be two distinct ints in 0..9, or None (all ten), "
+            f"got {digits!r}."
         )
     if split not in _PREFIX:
         raise ValueError(f"mnist: `split` must be 'train' or 'test', got {split!r}.")
@@ -351,7 +359,7 @@ def mnist(
             )
         pixels, labels = pixels[:images], labels[:images]
     held = np.unique(labels).tolist()
-    missing = [k for k in digits if k not in held]
+    missing = [k for k in digits or () if k not in held]
     if missing:
         which = (
             f"neither {digits[0]} nor {digits[1]}"
@@ -363,12 +371,15 @@ def mnist(
             + ("" if images is None else f"(its first {images}) ")
             + f"hold {which}; they hold digits {held}. Choose two of those."
         )
-    keep = np.flatnonzero((labels == digits[0]) | (labels == digits[1]))
+    if digits is None:
+        keep = np.arange(labels.size)
+    else:
+        keep = np.flatnonzero((labels == digits[0]) | (labels == digits[1]))
     if n is not None:
         if not isinstance(n, int) or not 1 <= n <= keep.size:
+            which = "all digits" if digits is None else f"digits {digits}"
             raise ValueError(
-                f"mnist: `n` must be an int in 1..{keep.size} for digits {digits}, "
-                f"got {n!r}."
+                f"mnist: `n` must be an int in 1..{keep.size} for {which}, got {n!r}."
             )
         keep = keep[:n]
     X = pixels[keep].reshape(keep.size, -1).astype(np.float64) / 255.0
@@ -377,5 +388,7 @@ def mnist(
         X = X - flat.mean(axis=0, dtype=np.float64, keepdims=True) / 255.0
     elif center:  # True or "pair"
         X = X - X.mean(axis=0, keepdims=True)
+    if digits is None:
+        return Dataset(X, labels[keep].astype(np.int32), classes=10)
     y = np.where(labels[keep] == digits[0], 1.0, -1.0)
     return Dataset(X, y)

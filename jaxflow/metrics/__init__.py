@@ -3,6 +3,7 @@
 from ._metrics import (
     ConservedDrift as ConservedDrift,
     TeacherAngle as TeacherAngle,
+    accuracy as accuracy,
     align_minus as align_minus,
     align_plus as align_plus,
     cos_minus as cos_minus,
@@ -28,6 +29,7 @@ from ._metrics import (
 __all__ = [
     "ConservedDrift",
     "TeacherAngle",
+    "accuracy",
     "align_minus",
     "align_plus",
     "cos_minus",

@@ -13,6 +13,7 @@ from jaxtyping import Array, Float
 
 from .._dataset import Dataset
 from .._neurons import polar
+from .._predict import predict
 from .._relu import cones
 from ..models import MLP, NeuronChain, TwoLayerReLU
 
@@ -30,6 +31,27 @@ def grad_norm(model, flow) -> Float[Array, ""]:
         eqx.filter(flow.min_norm_gradient(model), eqx.is_inexact_array)
     )
     return jnp.sqrt(sum(jnp.sum(g**2) for g in leaves))
+
+
+def accuracy(model, flow) -> Float[Array, ""]:
+    """The fraction of the points of `flow.data` (a `jaxflow.Dataset`) that the model
+    classifies right: with several outputs, those whose largest output is their label
+    (integer labels, or the largest entry of vector targets, one-hot say); with one
+    output, those where $f(x_i)$ has the sign of $y_i$ (labels $\\pm1$). A tie or
+    $f(x_i) = 0$ counts as wrong only in the second case."""
+    data = flow.data
+    prediction = predict(model, data.X)
+    if prediction.ndim == 2:
+        labels = data.y if data.y.ndim == 1 else jnp.argmax(data.y, axis=1)
+        right = jnp.argmax(prediction, axis=1) == labels
+    elif data.classes is not None:
+        raise ValueError(
+            f"accuracy: the data have integer class labels but the model "
+            f"{type(model).__name__} has one output; give it one output per class."
+        )
+    else:
+        right = jnp.sign(prediction) == jnp.sign(data.y)
+    return jnp.mean(right.astype(prediction.dtype))
 
 
 def neuron_norms(model: TwoLayerReLU, flow) -> Float[Array, " width"]:
@@ -189,11 +211,14 @@ def default_metrics(model, flow) -> dict:
     `model`, the initial point), `cos_plus`, `cos_minus`, `align_plus`, `align_minus`,
     and, when `flow.data` is a `Dataset`, `frac_plus`, `frac_minus`, `frac_dead`, and
     `stable_rank`, `spectral_norm_sq`; for an `MLP`, `conserved_drift` and
-    `layer_stable_ranks`.
+    `layer_stable_ranks`; and `accuracy` when `flow.data` is a `Dataset` with integer
+    class labels.
 
     Extend them with `default_metrics(net, flow) | {"mine": my_metric}`.
     """
     metrics = {"loss": loss, "grad_norm": grad_norm}
+    if isinstance(flow.data, Dataset) and flow.data.classes is not None:
+        metrics["accuracy"] = accuracy
     if isinstance(model, MLP):
         metrics |= {
             "conserved_drift": ConservedDrift(model),
