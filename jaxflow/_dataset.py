@@ -21,10 +21,13 @@ class Dataset(eqx.Module):
             for the squared losses.
         - class labels, shape `(n,)`, integers in $\{0, \dots, k - 1\}$, for
             `jaxflow.losses.cross_entropy` (or the squared losses, on one-hot
-            targets) and a model with one output per class.
+            targets) and a model with one output per class. Integers are class
+            labels when `classes` is given or none is negative; otherwise (labels
+            $\pm1$ as integers, say) they are numbers, stored as floats.
     - `classes`: the number of classes $k$ of integer labels; by default one more than
-        the largest label (which must then be concrete, not traced inside `jax.jit`).
-        The losses check it against the model's number of outputs.
+        the largest label. Inside `jax.jit` (traced labels) integers are class labels
+        only with `classes` given. The losses check it against the model's number of
+        outputs.
 
     Floating inputs and targets keep their dtype; other inputs and targets become the
     default float dtype (float64 once `jaxflow` is imported), except integer labels,
@@ -55,7 +58,11 @@ class Dataset(eqx.Module):
         classes: int | None = None,
     ):
         X, y = _as_float(X), jnp.asarray(y)
-        labels = jnp.issubdtype(y.dtype, jnp.integer)
+        # Integers are class labels if `classes` says so or none is negative (known
+        # only when concrete); others (labels +-1, say) are numbers, as floats.
+        labels = jnp.issubdtype(y.dtype, jnp.integer) and (
+            classes is not None or (not is_traced(y) and bool(np.all(np.asarray(y) >= 0)))
+        )
         if not labels:
             y = _as_float(y)
         if X.ndim != 2:
@@ -125,7 +132,7 @@ class Dataset(eqx.Module):
         Positive exactly when the signed data lie in an open cone of angle below
         $\pi/2$ (Min, Mallada, Vidal 2024, Assumption 1).
         """
-        Z = jnp.sign(self.y)[:, None] * self.X
+        Z = jnp.sign(self.y).astype(self.X.dtype)[:, None] * self.X
         Z = Z / jnp.linalg.norm(Z, axis=1, keepdims=True)
         return jnp.min(Z @ Z.T)
 
@@ -133,12 +140,7 @@ class Dataset(eqx.Module):
 def _classes(y, classes) -> int:
     """The number of classes of integer labels `y`: `classes`, checked, or one more
     than the largest label."""
-    if classes is None:
-        if is_traced(y):
-            raise ValueError(
-                "Dataset: integer labels `y` are traced (inside `jax.jit`), so their "
-                "number of classes is not known; pass `classes=`."
-            )
+    if classes is None:  # concrete labels, none negative
         return max(int(np.max(np.asarray(y))) + 1, 1) if y.size else 1
     count = isinstance(classes, int | np.integer) and not isinstance(classes, bool)
     if not count or classes < 1:

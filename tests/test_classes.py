@@ -59,8 +59,12 @@ def test_class_labels_are_checked(problem):
     with pytest.raises(ValueError, match=r"shape \(n,\) \(class labels\), got shape \(4, 1\)"):
         jf.Dataset(X, jnp.zeros((4, 1), int))
     assert jf.Dataset(X, jnp.array([0, 3, 1, 0])).classes == 4
-    with pytest.raises(ValueError, match="pass `classes=`"):
-        jax.jit(lambda y: jf.Dataset(X, y).X)(jnp.array([0, 1, 1, 0]))
+    # Traced integers are labels only with `classes`; +-1 integers are numbers.
+    assert jax.jit(lambda y: jf.Dataset(X, y, classes=2).y)(jnp.array([0, 1, 1, 0])).dtype.kind == "i"
+    assert jax.jit(lambda y: jf.Dataset(X, y).y)(jnp.array([0, 1, 1, 0])).dtype.kind == "f"
+    signs = jf.Dataset(X, jnp.array([1, -1, 1, -1]))
+    assert signs.classes is None and signs.y.dtype.kind == "f"
+    jf.GradientFlow(jf.losses.logistic, signs)  # accepted, as before
 
     flow, _ = problem
     data = flow.data

@@ -79,21 +79,22 @@ class AbstractLoss(eqx.Module):
         """Return `data`, raising if its targets `y` are not what this loss takes
         (`targets`; values at run time under `jax.jit`)."""
         y, name = data.y, type(self).__name__
-        labels = data.classes is not None
-        if self.targets == "classes" and not labels:
+        if self.targets == "classes" and data.classes is None:
             raise ValueError(
                 f"{name} needs integer class labels y in {{0, ..., k - 1}}, got y of "
                 f"dtype {y.dtype} and shape {y.shape}. Pass integers, e.g. "
-                "`jf.Dataset(X, labels.astype(int))`."
+                "`jf.Dataset(X, labels.astype(int))` (inside `jax.jit` with "
+                "`classes=k`)."
             )
         if self.targets != "pm1":
             return data
-        if labels or y.ndim != 1:
+        if y.ndim != 1:
             raise ValueError(
-                f"{name} needs labels y in {{+1, -1}} (floats, shape (n,)) for a "
+                f"{name} needs labels y in {{+1, -1}} (shape (n,)) for a "
                 f"scalar-output model, got y of dtype {y.dtype} and shape {y.shape}. "
                 "For several classes use `jaxflow.losses.cross_entropy`."
             )
+        y = y.astype(data.X.dtype)
         y = check(
             y,
             jnp.abs(y) != 1,
@@ -101,7 +102,8 @@ class AbstractLoss(eqx.Module):
                 f"{name} needs labels y in {{+1, -1}}, got "
                 f"{describe(y if is_traced(y) else jnp.unique(y))}. Map your labels, "
                 "e.g. "
-                "`y = jnp.where(labels == positive_class, 1.0, -1.0)`."
+                "`y = jnp.where(labels == positive_class, 1.0, -1.0)`; for several "
+                "classes use `jaxflow.losses.cross_entropy`."
             ),
         )
         return Dataset(data.X, y)
@@ -112,8 +114,10 @@ def _matched(loss: AbstractLoss, prediction, target):
     one-hot for real targets), or a `ValueError` naming both shapes."""
     name, vector = type(loss).__name__, prediction.ndim == 2
     labels = jnp.issubdtype(target.dtype, jnp.integer)
-    if loss.targets == "real" and labels and vector:
-        return jax.nn.one_hot(target, prediction.shape[1], dtype=prediction.dtype)
+    if loss.targets != "classes" and labels:
+        if loss.targets == "real" and vector:
+            return jax.nn.one_hot(target, prediction.shape[1], dtype=prediction.dtype)
+        target, labels = target.astype(prediction.dtype), False  # numbers
     if loss.targets == "classes":
         fits = labels and vector and target.shape == prediction.shape[:1]
         expected = "(n, k) predictions of a model with k >= 2 outputs, labels (n,)"

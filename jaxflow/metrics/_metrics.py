@@ -50,7 +50,7 @@ def accuracy(model, flow) -> Float[Array, ""]:
             f"{type(model).__name__} has one output; give it one output per class."
         )
     else:
-        right = jnp.sign(prediction) == jnp.sign(data.y)
+        right = jnp.sign(prediction) == jnp.sign(data.y).astype(prediction.dtype)
     return jnp.mean(right.astype(prediction.dtype))
 
 
@@ -212,13 +212,15 @@ def default_metrics(model, flow) -> dict:
     and, when `flow.data` is a `Dataset`, `frac_plus`, `frac_minus`, `frac_dead`, and
     `stable_rank`, `spectral_norm_sq`; for an `MLP`, `conserved_drift` and
     `layer_stable_ranks`; and `accuracy` when `flow.data` is a `Dataset` with integer
-    class labels.
+    class labels and the model has an output per class.
 
     Extend them with `default_metrics(net, flow) | {"mine": my_metric}`.
     """
     metrics = {"loss": loss, "grad_norm": grad_norm}
-    if isinstance(flow.data, Dataset) and flow.data.classes is not None:
-        metrics["accuracy"] = accuracy
+    data = flow.data
+    if isinstance(data, Dataset) and data.classes is not None:
+        if len(jax.eval_shape(lambda: predict(model, data.X)).shape) == 2:
+            metrics["accuracy"] = accuracy
     if isinstance(model, MLP):
         metrics |= {
             "conserved_drift": ConservedDrift(model),
