@@ -61,7 +61,8 @@ class Dataset(eqx.Module):
         # Integers are class labels if `classes` says so or none is negative (known
         # only when concrete); others (labels +-1, say) are numbers, as floats.
         labels = jnp.issubdtype(y.dtype, jnp.integer) and (
-            classes is not None or (not is_traced(y) and bool(np.all(np.asarray(y) >= 0)))
+            classes is not None
+            or (not is_traced(y) and bool(np.all(np.asarray(y) >= 0)))
         )
         if not labels:
             y = _as_float(y)

@@ -35,33 +35,61 @@ def test_losses_on_vector_outputs_match_their_formulas():
     got = jf.losses.cross_entropy.of_predictions(jnp.asarray(logits), labels)
     assert abs(float(got) - expected) < 1e-14
     summed = jf.losses.CrossEntropy(reduction="sum")
-    assert abs(float(summed.of_predictions(jnp.asarray(logits), labels)) - 7 * expected) < 1e-13
+    assert (
+        abs(float(summed.of_predictions(jnp.asarray(logits), labels)) - 7 * expected)
+        < 1e-13
+    )
     # Large logits: a log-sum-exp, no overflow.
-    assert np.isfinite(float(jf.losses.cross_entropy.of_predictions(1e4 * jnp.asarray(logits), labels)))
+    assert np.isfinite(
+        float(jf.losses.cross_entropy.of_predictions(1e4 * jnp.asarray(logits), labels))
+    )
     targets = rng.normal(size=(7, 4))
     sq = np.mean(np.sum((logits - targets) ** 2, axis=1))
-    assert abs(float(jf.losses.square.of_predictions(jnp.asarray(logits), targets)) - sq) < 1e-13
+    assert (
+        abs(float(jf.losses.square.of_predictions(jnp.asarray(logits), targets)) - sq)
+        < 1e-13
+    )
     onehot = np.eye(4)[labels]
     half = 0.5 * np.mean(np.sum((logits - onehot) ** 2, axis=1))
-    assert abs(float(jf.losses.half_square.of_predictions(jnp.asarray(logits), labels)) - half) < 1e-13
+    assert (
+        abs(
+            float(jf.losses.half_square.of_predictions(jnp.asarray(logits), labels))
+            - half
+        )
+        < 1e-13
+    )
 
 
 def test_class_labels_are_checked(problem):
     X = jnp.ones((4, 2))
-    with pytest.raises(ValueError, match=r"must be in \{0, ..., 2\} \(`classes` = 3\), got \[-1, 0, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"must be in \{0, ..., 2\} \(`classes` = 3\), got \[-1, 0, 1\]",
+    ):
         jf.Dataset(X, jnp.array([0, 1, -1, 0]), classes=3)
-    with pytest.raises(ValueError, match=r"must be in \{0, ..., 1\} \(`classes` = 2\), got \[0, 1, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"must be in \{0, ..., 1\} \(`classes` = 2\), got \[0, 1, 5\]"
+    ):
         jf.Dataset(X, jnp.array([0, 1, 5, 0]), classes=2)
     with pytest.raises(ValueError, match="`classes` must be a positive int, got 2.0"):
         jf.Dataset(X, jnp.array([0, 1, 1, 0]), classes=2.0)
     with pytest.raises(ValueError, match="`classes` is for integer class labels"):
         jf.Dataset(X, jnp.ones(4), classes=2)
-    with pytest.raises(ValueError, match=r"shape \(n,\) \(class labels\), got shape \(4, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"shape \(n,\) \(class labels\), got shape \(4, 1\)"
+    ):
         jf.Dataset(X, jnp.zeros((4, 1), int))
     assert jf.Dataset(X, jnp.array([0, 3, 1, 0])).classes == 4
     # Traced integers are labels only with `classes`; +-1 integers are numbers.
-    assert jax.jit(lambda y: jf.Dataset(X, y, classes=2).y)(jnp.array([0, 1, 1, 0])).dtype.kind == "i"
-    assert jax.jit(lambda y: jf.Dataset(X, y).y)(jnp.array([0, 1, 1, 0])).dtype.kind == "f"
+    assert (
+        jax.jit(lambda y: jf.Dataset(X, y, classes=2).y)(
+            jnp.array([0, 1, 1, 0])
+        ).dtype.kind
+        == "i"
+    )
+    assert (
+        jax.jit(lambda y: jf.Dataset(X, y).y)(jnp.array([0, 1, 1, 0])).dtype.kind == "f"
+    )
     signs = jf.Dataset(X, jnp.array([1, -1, 1, -1]))
     assert signs.classes is None and signs.y.dtype.kind == "f"
     jf.GradientFlow(jf.losses.logistic, signs)  # accepted, as before
@@ -69,16 +97,25 @@ def test_class_labels_are_checked(problem):
     flow, _ = problem
     data = flow.data
     with pytest.raises(ValueError, match=r"CrossEntropy needs integer class labels"):
-        jf.GradientFlow(jf.losses.cross_entropy, jf.Dataset(data.X, data.y.astype(float)))
-    with pytest.raises(ValueError, match=r"Logistic needs labels y in \{\+1, -1\}.*cross_entropy"):
+        jf.GradientFlow(
+            jf.losses.cross_entropy, jf.Dataset(data.X, data.y.astype(float))
+        )
+    with pytest.raises(
+        ValueError, match=r"Logistic needs labels y in \{\+1, -1\}.*cross_entropy"
+    ):
         jf.GradientFlow(jf.losses.logistic, data)
     two = jf.models.MLP(4, 6, scale=1.0, out=2, key=jax.random.key(0))
-    with pytest.raises(ValueError, match=r"the data have 3 classes \(labels 0 to 2\) but the model MLP has 2 output"):
+    with pytest.raises(
+        ValueError,
+        match=r"the data have 3 classes \(labels 0 to 2\) but the model MLP has 2 output",
+    ):
         flow(two)
     scalar = jf.models.MLP(4, 6, scale=1.0, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"the data have 3 classes .* has 1 output"):
         flow(scalar)
-    with pytest.raises(ValueError, match=r"Square: needs predictions and targets of one shape"):
+    with pytest.raises(
+        ValueError, match=r"Square: needs predictions and targets of one shape"
+    ):
         jf.losses.square.of_predictions(jnp.ones(4), jnp.ones((4, 2)))
 
 
@@ -86,7 +123,9 @@ def test_mlp_with_outputs():
     key = jax.random.key(0)
     net = jf.models.MLP(3, (6, 5), scale=1.0, out=4, out_bias=True, key=key)
     X = jax.random.normal(jax.random.key(1), (8, 3))
-    h = np.maximum(np.asarray(X) @ np.asarray(net.weights[0]).T + np.asarray(net.biases[0]), 0)
+    h = np.maximum(
+        np.asarray(X) @ np.asarray(net.weights[0]).T + np.asarray(net.biases[0]), 0
+    )
     h = np.maximum(h @ np.asarray(net.weights[1]).T + np.asarray(net.biases[1]), 0)
     c = 0.1 * np.arange(4.0)
     net = eqx.tree_at(lambda m: m.c, net, jnp.asarray(c))
@@ -96,7 +135,10 @@ def test_mlp_with_outputs():
     assert np.allclose(net.conserved(), 0.0, atol=1e-13)
     assert jf.models.MLP(3, 6, scale=1.0, key=key)(X).shape == (8,)
     assert jf.models.MLP(3, 6, scale=1.0, out=1, key=key)(X).shape == (8, 1)
-    with pytest.raises(ValueError, match=r"`out` must be None \(a scalar output\) or a positive int .* got 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"`out` must be None \(a scalar output\) or a positive int .* got 0",
+    ):
         jf.models.MLP(3, 6, scale=1.0, out=0, key=key)
 
 
@@ -108,9 +150,13 @@ def test_accuracy_against_numpy(problem):
         expected = np.mean(np.argmax(logits, axis=1) == labels)
         assert float(eqx.filter_jit(jf.metrics.accuracy)(model, flow)) == expected
     # One output, labels +-1: the sign.
-    signed = jf.GradientFlow(jf.losses.logistic, jf.Dataset(flow.data.X, jnp.sign(flow.data.X[:, 0])))
+    signed = jf.GradientFlow(
+        jf.losses.logistic, jf.Dataset(flow.data.X, jnp.sign(flow.data.X[:, 0]))
+    )
     scalar = jf.models.MLP(4, 6, scale=1.0, key=jax.random.key(1))
-    expected = np.mean(np.sign(np.asarray(scalar(signed.data.X))) == np.asarray(signed.data.y))
+    expected = np.mean(
+        np.sign(np.asarray(scalar(signed.data.X))) == np.asarray(signed.data.y)
+    )
     assert float(jf.metrics.accuracy(scalar, signed)) == expected
 
 

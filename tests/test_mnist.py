@@ -151,7 +151,8 @@ def test_truncated_and_corrupt_files(tmp_path, tiny):
 def test_bad_arguments(tmp_path, tiny):
     _write_idx(tmp_path, "train", *tiny)
     with pytest.raises(
-        ValueError, match=r"`digits` must be two distinct ints in 0..9, or None \(all ten\), got \(1, 1\)"
+        ValueError,
+        match=r"`digits` must be two distinct ints in 0..9, or None \(all ten\), got \(1, 1\)",
     ):
         jf.datasets.mnist(digits=(1, 1), root=tmp_path)
     with pytest.raises(ValueError, match=r"`n` must be an int in 1..9"):

@@ -134,7 +134,13 @@ def test_model_fitting_no_convention_names_the_shapes():
     with pytest.raises(ValueError) as info:
         predict(cube, X)
     text = str(info.value)
-    for piece in ("Lambda", f"({N}, {D})", f"({D},)", "output shape (2, 2)", "acts neither"):
+    for piece in (
+        "Lambda",
+        f"({N}, {D})",
+        f"({D},)",
+        "output shape (2, 2)",
+        "acts neither",
+    ):
         assert piece in text, (piece, text)
 
 

@@ -358,13 +358,19 @@ class Sliding(AbstractPieces):
         s, bad, _, work = jax.lax.while_loop(
             retry, attempt, (jnp.where(quick, s1, s0), valid & ~quick, 0, work)
         )
-        work = work + _RATES  # the velocity below
+
         # Nor does it matter where the flow is at rest to the solve's tolerance: its
-        # whole motion over the time span is below it, whatever the s.
-        velocity = self._rates(y, pattern, s)[0]
-        moves = jnp.max(jnp.abs(ravel_pytree(velocity)[0]))
+        # whole motion over the time span is below it, whatever the s (only asked
+        # where some pair is unresolved: not after the quick step).
+        def moves():
+            velocity = self._rates(y, pattern, s)[0]
+            return jnp.max(jnp.abs(ravel_pytree(velocity)[0]))
+
+        unsettled = jnp.any(bad)
+        moved = when(unsettled, moves, jnp.zeros((), dtype))
+        work = work + jnp.where(unsettled, _RATES, 0)
         size = jnp.max(jnp.abs(ravel_pytree(y)[0]))
-        bad = bad & (moves * self.horizon > self.atol + self.rtol * size)
+        bad = bad & (moved * self.horizon > self.atol + self.rtol * size)
         s = jnp.clip(s, 0.0, 1.0)
         # At a bound (to within the rounding of the solve) a pair is held there: it
         # leaves to that side, or stays at rest (G = 0, a neuron at rest on a data

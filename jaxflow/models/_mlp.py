@@ -168,9 +168,9 @@ class MLP(eqx.Module):
             h = self._sigma(z)
         return h
 
-    def __call__(self, x: Float[Array, "*n d"]) -> Float[Array, "*n"] | Float[
-        Array, "*n k"
-    ]:
+    def __call__(
+        self, x: Float[Array, "*n d"]
+    ) -> Float[Array, "*n"] | Float[Array, "*n k"]:
         out = self.hidden(x) @ self.v.T
         return out if self.c is None else out + jnp.broadcast_to(self.c, out.shape)
 
