@@ -288,6 +288,12 @@ class Integrator(eqx.Module):
         # A step rejected only for the error of stepping over its crossings is kept
         # up to the first one (the controller's shorter step follows from there).
         keep = keep | (cut.keep & cut.event)
+        if cut.retry is not None:
+            # Too many crossings to list: the step is tried again, shorter.
+            retry = cut.retry < st.tnext
+            keep = keep & ~retry
+            next_t0 = jnp.where(retry, st.t, next_t0)
+            next_t1 = jnp.where(retry, cut.retry, next_t1)
         event = keep & cut.event
         t_end = jnp.where(event, cut.t, st.tnext)
         y_end = _select(event, interp.evaluate(t_end), y1)

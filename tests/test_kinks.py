@@ -82,6 +82,18 @@ def _min_norm_reference(net, X, y, on):
     return _box_reference(G, X1, r[:, None] * v[None, :], on), np.maximum(Z, 0).T @ r
 
 
+def test_compact_is_a_stable_partition():
+    """`_box.compact` puts each row's valid slots first, both groups in their order
+    (against numpy's stable argsort)."""
+    rng = np.random.default_rng(0)
+    free = np.where(rng.random((40, 9)) < 0.5, rng.integers(0, 100, (40, 9)), -1)
+    values = rng.standard_normal((40, 9))
+    order = np.argsort(free < 0, axis=1, kind="stable")
+    got_free, got_values = _box.compact(jnp.asarray(free), jnp.asarray(values))
+    np.testing.assert_array_equal(got_free, np.take_along_axis(free, order, 1))
+    np.testing.assert_array_equal(got_values, np.take_along_axis(values, order, 1))
+
+
 def test_min_norm_gradient_with_50_points_on_one_kink():
     """Neuron 0 on the kinks of 50 of 60 points (in 11 dimensions, with the bias),
     put on the hyperplane of its kink: the min-norm field agrees with scipy's
@@ -540,3 +552,17 @@ def test_cost_follows_the_tolerance():
     tight, tight_error = run(1e-9, "auto")
     assert tight_error < 1e-8
     assert tight_error < run(1e-9, "plain")[1]
+
+    # A step over more crossings than it lists is tried again, shorter (it used to be
+    # cut at its first crossing, and the next as long again: one step per crossing).
+    # (Two saves: a program of its own, traced with the patched list.)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_min_norm, "crossings_listed", lambda n, width: 20)
+        short = jf.solve(flow, net, t1=T, ts=jnp.array([T / 2, T]), rtol=1e-4,
+                         metrics={})  # fmt: skip
+    assert short.status == jf.RESULTS.successful
+    retried = short.stats["num_rejected_steps"] - loose.stats["num_rejected_steps"]
+    assert int(retried) > 0
+    assert int(short.stats["num_kink_events"]) < stepped / 20
+    assert short.stats["num_vf_evals"] < 2 * loose.stats["num_vf_evals"]
+    assert relative_error(short.final, reference.final) <= plain_error

@@ -86,10 +86,17 @@ def free_values(free: Int[Array, "h f"], values: Array, n: int) -> Array:
 
 
 def compact(free: Int[Array, "h f"], *values: Array):
-    """The slots `free` (and per-slot `values`) reordered valid first, in order."""
-    order = jnp.argsort(free < 0, axis=1, stable=True)
-    take = lambda x: jnp.take_along_axis(x, order, axis=1)  # noqa: E731
-    return (take(free), *map(take, values))
+    """The slots `free` (and per-slot `values`) reordered valid first, in order.
+
+    (A stable partition by counts, one scatter a row; an argsort costs ten times as
+    much on the CPU, and this runs every step.)"""
+    valid = free >= 0
+    ahead = jnp.cumsum(valid, axis=1) - 1  # valid slots before and at this one
+    behind = jnp.sum(valid, axis=1, keepdims=True) + jnp.cumsum(~valid, axis=1) - 1
+    place = jnp.where(valid, ahead, behind)
+    rows = jnp.arange(free.shape[0])[:, None]
+    put = lambda x: jnp.zeros_like(x).at[rows, place].set(x, unique_indices=True)  # noqa: E731
+    return (put(free), *map(put, values))
 
 
 def _norm(x: Array) -> Array:

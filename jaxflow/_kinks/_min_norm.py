@@ -43,9 +43,15 @@ from ._box import Box, Face, Factor, compact, solve
 FREE_BYTES = 2**25
 
 
-# A step's crossings are worked on as a list of at least this many pairs (more in
-# a step cut it at the first, located).
+# A step's crossings are worked on as a list of at least this many pairs (a step
+# with more is tried again, shorter: `MinNorm._retry`).
 CROSSINGS = 1024
+
+
+def crossings_listed(n: int, width: int) -> int:
+    """How many crossings a step lists (`CROSSINGS`; at least two neurons' or two
+    points' worth)."""
+    return min(n * width, max(CROSSINGS, 2 * (n + width)))
 
 
 def free_slots(n: int, d1: int, width: int, itemsize: int = 8) -> int:
@@ -81,7 +87,7 @@ class ReLUProblem(eqx.Module):
         width = model.v.shape[0]
         self.slots = free_slots(n, d1, width, itemsize)
         self.overflows = self.slots < min(n, d1)
-        self.crossings = min(n * width, max(CROSSINGS, 2 * (n + width)))
+        self.crossings = crossings_listed(n, width)
 
     def pair_scale(self, params: TwoLayerReLU) -> Float[Array, "n h"]:
         """$\\|u_j\\| \\|\\tilde x_i\\|$, the size of $z_{ij}$."""

@@ -38,6 +38,9 @@ class Cut(eqx.Module):
     error: PyTree  # added to the solver's error estimate (like `y`), or None
     # Keep the step, cut at `t`, even if the controller rejects it.
     keep: Bool[Array, ""]
+    # Too much crossed for the step to be judged: reject it, whatever its error, and
+    # try again up to this time (inf: no retry; None: these pieces never retry).
+    retry: Float[Array, ""] | None = None
 
 
 class AbstractPieces(eqx.Module):

@@ -251,17 +251,39 @@ class MinNorm(AbstractPieces):
             ),
             (none, jax.tree.map(jnp.zeros_like, y1), jnp.array(False)),
         )
-        # More than the list holds: the step is cut at the first crossing, located.
-        located = jnp.where(count > size, crossed, crossings.located)
+        # More than the list holds: the step is tried again up to where about half
+        # as many crossed (`_retry`); failing that (as many at once) it is cut at the
+        # first crossing, located.
+        retry = when(
+            count > size,
+            lambda: self._retry(t0, t1, y0, agreeing, crossed, pattern),
+            jnp.array(jnp.inf, t1.dtype),
+        )
+        over = (count > size) & (retry == jnp.inf)
+        located = jnp.where(over, crossed, crossings.located)
         crossings = eqx.tree_at(lambda c: c.located, crossings, located)
-        event = jnp.any(located)
+        event = jnp.any(located) & (retry == jnp.inf)
         signed = agreeing / self.problem.norms[:, None]  # `_excess`
         t_cut = when(
             event,
             lambda: self._first_crossing(t0, t1, signed, located, pattern, interp),
             t1,
         )
-        return Cut(event, t_cut, crossings, error, rescue)
+        return Cut(event, t_cut, crossings, error, rescue, retry)
+
+    def _retry(self, t0, t1, y0, agreeing, crossed, pattern):
+        """For a step [t0, t1] in which more pairs crossed (`crossed`; `agreeing`:
+        their signed pre-activations at t1) than a step lists: the time by which half
+        the list crossed, by linear interpolation of each pre-activation over the
+        step (inf where that is not past t0: many crossing at once). Costs a
+        pre-activation pass (a third of a gradient) and the rejected step."""
+        Z0 = self._preactivations(y0)
+        e0 = jnp.maximum(jnp.where(pattern.active, Z0, -Z0), 0.0)
+        s = jnp.where(crossed, e0 / (e0 - jnp.where(crossed, agreeing, -1.0)), 1.0)
+        half = self.problem.crossings // 2
+        s_half = -jax.lax.top_k(-s.ravel(), half)[0][-1]
+        retry = t0 + (s_half * (t1 - t0)).astype(t0.dtype)
+        return jnp.where((s_half > 0) & (retry > t0), retry, jnp.inf)
 
     def _crossings(self, t0, t1, y0, y1, y_error, Z1, r1, crossed, pattern, interp):
         r"""Which of the pairs `crossed` in the step [t0, t1] are located and which
