@@ -35,9 +35,9 @@ def child(root: str, reference: str, reps: int) -> None:
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import numpy as np
+    import run
 
     import jaxflow as jf
-    import run
 
     assert Path(jf.__file__).is_relative_to(root), jf.__file__
     flow, net, _ = run.problem("separable", "full")
@@ -79,9 +79,9 @@ def main():
     jax.config.update("jax_enable_x64", True)
     import diffrax as dfx
     import numpy as np
+    import run
 
     import jaxflow as jf
-    import run
 
     repo = HERE.parent
     commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
