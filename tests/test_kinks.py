@@ -261,6 +261,7 @@ def test_no_sliding_agrees_with_the_plain_solve():
     assert np.allclose(exact.metrics["loss"], reference.metrics["loss"], rtol=1e-8)
 
 
+@pytest.mark.slow  # (`pytest -m slow`; CI runs it)
 def test_auto_picks_min_norm_for_relu_nets_only():
     flow, net = kink_crossing_problem()
     assert "num_kink_events" in jf.solve(flow, net, t1=0.1).stats
