@@ -345,11 +345,10 @@ class Integrator(eqx.Module):
         if "num_restarts" in c:
             counts["num_restarts"] = c["num_restarts"] + jnp.where(st.made_jump, 1, 0)
         if "num_kink_evals" in counts:
-            # The step's field calls (and a restart's first stage) beyond a gradient.
-            solver = self.solver
-            fsal = isinstance(solver, dfx.AbstractERK) and solver.tableau.fsal
-            calls = (_calls(solver) or (1, 0))[0]
-            calls = calls + jnp.where(st.made_jump & fsal, 1, 0)
+            # The step's field calls (and after a restart, the first stage again, as
+            # at the start) beyond a gradient.
+            per_step, start = _calls(self.solver) or (1, 0)
+            calls = per_step + jnp.where(st.made_jump, start, 0)
             n = counts["num_kink_evals"]
             cost = calls * self.pieces.field_cost(st.aux)
             counts["num_kink_evals"] = n + jnp.asarray(cost).astype(n.dtype)

@@ -259,10 +259,11 @@ class MinNorm(AbstractPieces):
             lambda: self._retry(t0, t1, y0, agreeing, crossed, pattern),
             jnp.array(jnp.inf, t1.dtype),
         )
+        # (A retried step has no crossings listed, so no event.)
         over = (count > size) & (retry == jnp.inf)
         located = jnp.where(over, crossed, crossings.located)
         crossings = eqx.tree_at(lambda c: c.located, crossings, located)
-        event = jnp.any(located) & (retry == jnp.inf)
+        event = jnp.any(located)
         signed = agreeing / self.problem.norms[:, None]  # `_excess`
         t_cut = when(
             event,
