@@ -51,6 +51,7 @@ import argparse
 import platform
 import sys
 import time
+import types
 from pathlib import Path
 
 import diffrax as dfx
@@ -451,12 +452,17 @@ VARIANTS = {"no-bias": ("no bias", {"bias": False}),
 
 
 def regression(
-    T=1000.0, gd_tight=True, variants=tuple(VARIANTS), gd_tight_loss=None, main=True
+    T=1000.0,
+    gd_tight=True,
+    variants=tuple(VARIANTS),
+    gd_tight_loss=None,
+    main=True,
+    checkpoint=None,
 ):
     """Issue 36: the teacher-student problem in the default mode to T, against GD.
     Without `gd_tight`, GD at lr 1e-4 runs to t = 10 only, and its loss at T is
     `gd_tight_loss` (from an earlier run: GD does not depend on the flow's code).
-    Without `main`, the variants alone."""
+    Without `main`, the variants alone (`teacher_student_variants`, `checkpoint`)."""
     flow, net = teacher_student()
     ts = np.unique(np.concatenate([np.geomspace(1e-2, T, 501), [10.0, T]]))
     ts = jnp.asarray(ts)
@@ -481,7 +487,7 @@ def regression(
               flush=True)  # fmt: skip
 
     if not main:
-        return teacher_student_variants(row, variants, T)
+        return teacher_student_variants(row, variants, T, checkpoint)
     flows = {}
     for rtol in (1e-6, 1e-8):
         sol, wall, compile_s = timed_solve(flow, net, T, ts, rtol=rtol)
@@ -521,20 +527,45 @@ def regression(
         teacher_student_variants(row, variants, T)
 
 
-def teacher_student_variants(row, variants, T):
-    """Section 8's variants (`VARIANTS`), default mode at rtol 1e-6, to `T`."""
+def teacher_student_variants(row, variants, T, checkpoint=None):
+    """Section 8's variants (`VARIANTS`), default mode at rtol 1e-6, to `T`. With
+    `checkpoint` (a folder), each runs as a one-seed `jaxflow.solve_ensemble` with a
+    run directory `checkpoint/NAME`, checkpointed at 31 log-spaced times: run again,
+    it resumes where it stopped (the same trajectory, bit for bit); its wall is the
+    sum over the calls that ran it, kept in `checkpoint/NAME.walls`."""
     print("\nVariants, default mode, rtol 1e-6, to t = 1000 (wall includes "
           "compilation):\n")  # fmt: skip
     print("| variant | status | accepted | rejected | gradient evals | crossings | "
           "slides | exits | max sliding | conserved drift | loss at T | compile s | "
           "wall s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, options in (VARIANTS[v] for v in variants):
+    ts = jnp.geomspace(1e-2, T, 51)
+    for key in variants:
+        name, options = VARIANTS[key]
         vflow, vnet = teacher_student(**options)
         start = time.perf_counter()
-        sol = jf.solve(vflow, vnet, t1=T, ts=jnp.geomspace(1e-2, T, 51), rtol=1e-6)
-        jax.block_until_ready(sol.final)
-        row(name, sol, time.perf_counter() - start)
+        if checkpoint is None:
+            sol = jf.solve(vflow, vnet, t1=T, ts=ts, rtol=1e-6, max_steps=10**6)
+            jax.block_until_ready(sol.final)
+            row(name, sol, time.perf_counter() - start)
+            continue
+        done = (Path(checkpoint) / key / "ensemble.nc").exists()
+        ens = jf.solve_ensemble(
+            vflow, lambda _: vnet, jax.random.split(jax.random.key(0), 1), t1=T,
+            ts=ts, segments=jnp.geomspace(1e-3 * T, T, 31), rtol=1e-6,
+            max_steps=10**6, checkpoint_dir=Path(checkpoint) / key, progress=True,
+        )  # fmt: skip
+        walls = Path(checkpoint) / f"{key}.walls"
+        if not done:  # (a finished run is only read)
+            with open(walls, "a") as f:
+                f.write(f"{time.perf_counter() - start:.1f}\n")
+        calls = [float(w) for w in walls.read_text().split()]
+        one = types.SimpleNamespace(
+            status_name=str(ens.status_name[0]),
+            stats={k: v[0] for k, v in ens.stats.items()},
+            metrics={k: v[0] for k, v in ens.metrics.items()},
+        )
+        row(f"{name} ({len(calls)} calls)", one, sum(calls))
 
 
 def plateau_study(T=100.0):
@@ -705,6 +736,11 @@ def main():
                         default=list(VARIANTS))  # fmt: skip
     parser.add_argument("--only-variants", action="store_true",
                         help="section 8's variants alone (--variants)")  # fmt: skip
+    parser.add_argument("--checkpoint", metavar="DIR",
+                        help="--only-variants: checkpointed in DIR/NAME, resumed "
+                        "when run again")  # fmt: skip
+    parser.add_argument("--T", type=float, default=1000.0,
+                        help="--only-variants: the end time")  # fmt: skip
     parser.add_argument("--gd-tight-loss", type=float, default=float("nan"),
                         help="with --no-gd-tight: GD lr 1e-4's loss at t = 1000 "
                         "from an earlier run")  # fmt: skip
@@ -728,7 +764,8 @@ def main():
         plateau_study()
         return
     if args.only_variants:
-        regression(variants=args.variants, main=False)
+        regression(T=args.T, variants=args.variants, main=False,
+                   checkpoint=args.checkpoint)  # fmt: skip
         return
     if args.only_regression:
         regression(gd_tight=not args.no_gd_tight, gd_tight_loss=args.gd_tight_loss,

@@ -175,7 +175,7 @@ def _segments(segments, t0, t1, dtype) -> np.ndarray:
         first = (t1 - t0) * 1e-3 if count > 1 else t1 - t0
         stops = t0 + np.geomspace(first, t1 - t0, count)
     else:
-        stops = np.asarray(segments, dtype=float)
+        stops = np.array(segments, dtype=float)  # a copy: the last is set to t1
         if (
             stops.ndim != 1
             or stops.size == 0

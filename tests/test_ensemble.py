@@ -284,6 +284,18 @@ def test_cli_ensemble_writes_a_run_directory_and_show_reads_it(tmp_path, capsys)
     assert np.all(np.asarray(ens.event_times["loss_below"]) < 40.0)
 
 
+def test_segments_as_a_jax_array():
+    """Stop times given as a (read-only) JAX array, the last one a rounding off t1
+    (`jnp.geomspace`): taken as given, ending exactly at t1."""
+    from jaxflow._ensemble import _segments
+
+    t1 = 1000.0
+    given = jnp.geomspace(1.0, t1, 4) * (1 + 1e-15)
+    stops = _segments(given, 0.0, t1, np.float64)
+    assert stops[-1] == t1
+    np.testing.assert_allclose(stops, [1.0, 10.0, 100.0, t1], rtol=1e-12)
+
+
 def test_bad_arguments_name_the_value(tmp_path):
     with pytest.raises(ValueError, match="batch_size.*got 0"):
         solve_ensemble(batch_size=0)

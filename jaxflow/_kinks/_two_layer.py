@@ -31,7 +31,7 @@ from .._relu import KINK_TOL, neurons, with_neurons
 from .._roots import first_root, when
 from ..losses import AbstractLoss
 from ..models import TwoLayerReLU
-from ._box import TOL
+from ._box import TOL, free_values
 from ._min_norm import Pattern, ReLUProblem, field, forward, pattern_at
 from ._pieces import AbstractPieces, Cut, Start
 
@@ -377,10 +377,17 @@ class MinNorm(AbstractPieces):
         whole = (jump * h) ** 2 * pairs.dots(X**2, weight)
         budget = 0.25 * size / jnp.maximum(count, 1.0)
         # The correction keeps a neuron's sliding pairs on their kinks (its free
-        # multipliers absorbing the jump); a crossing may instead release them, so
-        # on a neuron with pairs on a kink it is located and settled.
-        sliding = jnp.any(pattern.kinked, axis=0)[pairs.cols]
-        located = (slides & (whole > budget)) | (pairs.mask & sliding)
+        # multipliers absorbing the jump); where the crossings instead release or
+        # hold one, or the crossing pair slides too (`_on_sliding`), they are
+        # located and settled.
+        large = whole > budget
+        sliding = jnp.any(pattern.kinked, axis=0)[pairs.cols] & pairs.mask
+        located = slides & large & ~sliding
+        located = located | when(
+            jnp.any(sliding),
+            lambda: self._on_sliding(y1, pattern, pairs, sliding, large),
+            jnp.zeros_like(sliding),
+        )
 
         rate = (jump - y0.v[pairs.cols] * r0[pairs.rows]) / h  # of v_j r_i
         # Each crossing moves its neuron, and so the crossing times of the neuron's
@@ -429,6 +436,46 @@ class MinNorm(AbstractPieces):
             jnp.array(True),
         )
         return crossings, error, rescue
+
+    def _on_sliding(
+        self,
+        y,
+        pattern: Pattern,
+        pairs: Pairs,
+        crossed: Bool[Array, " k"],
+        large: Bool[Array, " k"],
+    ):
+        """Which of the listed pairs `crossed`, on neurons with pairs on a kink, must
+        be located: those whose neuron's sliding does not carry on as the correction
+        assumes, and those that slide themselves.
+
+        The correction holds a neuron's free pairs on their kinks and its held pairs
+        at their bounds: it is right only where the face of the neuron's box problem
+        at `y` is the piece's both with the crossings (their changing side frees no
+        pair on a kink and holds none at a bound) and without them (the continued
+        field, which the step integrated, moved no pair to a bound). A crossing pair
+        slides where the field past its kink, projected along the neuron's sliding
+        surfaces, sends it back, and its jump is `large` (the test above, with the
+        unprojected field, is for neurons not sliding). Two field evaluations."""
+        X, n = self.problem.inputs, pattern.kinked.shape[0]
+        kinked = pattern.kinked
+
+        def held(face):  # free and held-at-1 pairs, dense
+            free = free_values(face.free, jnp.ones(face.free.shape, bool), n)
+            return free, face.upper & kinked
+
+        def differ(a, b):
+            return jnp.any(kinked & ((a[0] != b[0]) | (a[1] != b[1])), axis=0)
+
+        flipped = pairs.dense(crossed, False, kinked.shape)
+        flips = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flipped)
+        F = field(y, flips, self.problem)
+        piece = held(pattern.face)
+        before = held(field(y, pattern, self.problem).box.face)
+        changed = differ(held(F.box.face), piece) | differ(before, piece)
+        sign = jnp.where(pairs.at(pattern.active), 1.0, -1.0)
+        back = -sign * pairs.dots(X, neurons(F.gradient)) > 0
+        return crossed & (changed[pairs.cols] | (back & large))
 
     def _first_crossing(self, t0, t1, e1, crossed, pattern, interp):
         """The first time in [t0, t1] at which one of the pairs `crossed` reaches its
