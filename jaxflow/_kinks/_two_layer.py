@@ -9,9 +9,9 @@ sign against the piece are sorted (`MinNorm._crossings`):
   the time it spent on the other side, and what the correction misses joins the
   solver's error estimate, so that loosening the tolerance buys longer steps through
   many crossings at once;
-- a pair that would slide (Filippov), or crosses on a neuron with pairs on a kink (the
-  correction keeps those on their kinks; the crossing may release them), is located
-  on the step's dense output (Illinois root finding), the step is cut there, the
+- a pair that would slide (Filippov), or crosses on a neuron with pairs on a kink
+  where the crossing changes which of them slide (the correction keeps them sliding
+  as they were: `MinNorm._on_sliding`), is located on the step's dense output (Illinois root finding), the step is cut there, the
   pairs at the crossing are moved onto the kink exactly, and the minimum-norm field
   decides whether each slides along it or passes. Sliding pairs stay on their surface (the field is tangent to it, which
   Runge-Kutta steps preserve to rounding) instead of chattering across it.
@@ -329,8 +329,10 @@ class MinNorm(AbstractPieces):
         pair cannot be stepped over (the correction assumes it carries on); it is
         located unless its whole jump, held over the step, is within a share of the
         error budget (then it chatters within the tolerance, as in `kinks="plain"`).
-        So is any crossing on a neuron with a pair on a kink: the correction keeps
-        those pairs on their kinks, which the crossing may instead release.
+        On a neuron with pairs on a kink the correction keeps them sliding as they
+        were (their free multipliers absorb the jump, the held ones stay held): a
+        crossing there is located where that is not so, or where it slides itself
+        along with them (`_on_sliding`).
         """
         X, norms, v1 = self.problem.inputs, self.problem.norms, y1.v
         width = v1.shape[0]
