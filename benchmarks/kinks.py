@@ -41,6 +41,8 @@ Prints:
     python benchmarks/kinks.py --only-plateaus     # 8's plateaus alone, t <= 100 (~5 min)
     python benchmarks/kinks.py --only-convergence  # 8's loss by rtol (~10 min)
     python benchmarks/kinks.py --only-variants --variants n-5000 width-1000  # 8's variants
+    python benchmarks/kinks.py --only-variants --variants width-1000 --checkpoint DIR
+        # the same, checkpointed in DIR/width-1000 and resumed when run again
     python benchmarks/kinks.py --only-deep --depths 3 --scales 0.3     # ~20 min
     python benchmarks/kinks.py --only-deep --depths 3 --scales 1 --deep-solver Kvaerno5 --no-plain
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
