@@ -491,7 +491,8 @@ def test_crossings_on_a_sliding_neuron_located_where_its_face_changes():
         _, _, _, r = _min_norm.forward(y, pattern, pieces.problem)
         one = jnp.array([True])
         pairs = _two_layer.Pairs(jnp.array([1], jnp.int32), jnp.array([0]), one)
-        got = pieces._on_sliding(y, pattern, pairs, one, ~one)[0]
+        sign = jnp.where(pairs.at(pattern.active), 1.0, -1.0)
+        got = pieces._on_sliding(y, pattern, pairs, sign, one, ~one)[0]
         return pattern.kinked[:, 0], pattern.active[:, 0], r, y.v[0], got
 
     located = {False: 0, True: 0}

@@ -11,9 +11,10 @@ sign against the piece are sorted (`MinNorm._crossings`):
   many crossings at once;
 - a pair that would slide (Filippov), or crosses on a neuron with pairs on a kink
   where the crossing changes which of them slide (the correction keeps them sliding
-  as they were: `MinNorm._on_sliding`), is located on the step's dense output (Illinois root finding), the step is cut there, the
-  pairs at the crossing are moved onto the kink exactly, and the minimum-norm field
-  decides whether each slides along it or passes. Sliding pairs stay on their surface (the field is tangent to it, which
+  as they were: `MinNorm._on_sliding`), is located on the step's dense output
+  (Illinois root finding), the step is cut there, the pairs at the crossing are
+  moved onto the kink exactly, and the minimum-norm field decides whether each
+  slides along it or passes. Sliding pairs stay on their surface (the field is tangent to it, which
   Runge-Kutta steps preserve to rounding) instead of chattering across it.
 """
 
@@ -387,7 +388,7 @@ class MinNorm(AbstractPieces):
         located = slides & large & ~sliding
         located = located | when(
             jnp.any(sliding),
-            lambda: self._on_sliding(y1, pattern, pairs, sliding, large),
+            lambda: self._on_sliding(y1, pattern, pairs, sign, sliding, large),
             jnp.zeros_like(sliding),
         )
 
@@ -444,12 +445,13 @@ class MinNorm(AbstractPieces):
         y,
         pattern: Pattern,
         pairs: Pairs,
+        sign: Float[Array, " k"],
         crossed: Bool[Array, " k"],
         large: Bool[Array, " k"],
     ):
         """Which of the listed pairs `crossed`, on neurons with pairs on a kink, must
-        be located: those whose neuron's sliding does not carry on as the correction
-        assumes, and those that slide themselves.
+        be located (`sign`: +1 where a pair was active): those whose neuron's sliding
+        does not carry on as the correction assumes, and those that slide themselves.
 
         The correction holds a neuron's free pairs on their kinks and its held pairs
         at their bounds: it is right only where the face of the neuron's box problem
@@ -475,7 +477,6 @@ class MinNorm(AbstractPieces):
         piece = held(pattern.face)
         before = held(field(y, pattern, self.problem).box.face)
         changed = differ(held(F.box.face), piece) | differ(before, piece)
-        sign = jnp.where(pairs.at(pattern.active), 1.0, -1.0)
         back = -sign * pairs.dots(X, neurons(F.gradient)) > 0
         return crossed & (changed[pairs.cols] | (back & large))
 
