@@ -35,6 +35,13 @@ Prints:
    `benchmarks/teacher_student_plateaus.png`; then the variants without bias, at init
    1e-2, with n = 5000 and with width 1000.
 
+9. Three classes (`--only-classes`, issue 37): 60 points in 3 clusters, softmax
+   cross-entropy, one- and two-hidden-layer networks, default mode against plain's
+   cost per gradient and GD extrapolated to lr -> 0.
+10. MNIST, ten classes (`--only-mnist10`, issue 37): MLPGradientFlow.jl's 784-100-10
+   network on the first 10,000 training images, default mode, loss and accuracy
+   against GD at lr 1e-2 and 1e-3.
+
     python benchmarks/kinks.py                 # 1-4 (~15 min on 2 CPU cores)
     python benchmarks/kinks.py --only-regression   # 8 (~60 min; GD at lr 1e-4 is 30)
     python benchmarks/kinks.py --only-bf       # 3 alone
@@ -46,6 +53,8 @@ Prints:
     python benchmarks/kinks.py --only-deep --depths 3 --scales 0.3     # ~20 min
     python benchmarks/kinks.py --only-deep --depths 3 --scales 1 --deep-solver Kvaerno5 --no-plain
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
+    python benchmarks/kinks.py --only-mnist10 --T 100 --checkpoint DIR  # 10
+        # MNIST, ten classes, 10,000 images (--mnist10-n), resumed when run again
     python benchmarks/kinks.py --quick         # 2 seeds, fewer tolerances
 """
 
@@ -666,7 +675,10 @@ def classes(T=20.0, rtol=1e-10):
         "jf.models.MLP(5, (16, 16), out=3, out_bias=True), ReLU": jf.models.MLP(
             5, (16, 16), scale=1.0, out=3, out_bias=True, init="gaussian", key=mkey
         ),
-    }
+        "jf.models.MLP(5, 16, out=3, out_bias=True), ReLU (two-layer rule)":
+            jf.models.MLP(5, 16, scale=1.0, out=3, out_bias=True, init="gaussian",
+                          key=mkey),
+    }  # fmt: skip
     deep_flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
     deep_net = jf.models.MLP(1, (30, 30), scale=1.0, key=jax.random.key(0))
     problems = [(name, flow, net, T, rtol) for name, net in nets.items()]
@@ -693,7 +705,9 @@ def classes(T=20.0, rtol=1e-10):
             plain = jf.solve(flow, net, t1=T, rtol=rtol, ts=[T], kinks="plain",
                              max_steps=20_000)  # fmt: skip
             jax.block_until_ready(plain.final)
-        plain_us = 1e6 * (time.perf_counter() - start) / int(plain.stats["num_vf_evals"])
+        plain_us = (
+            1e6 * (time.perf_counter() - start) / int(plain.stats["num_vf_evals"])
+        )
         # GD at lr h and h / 2, Richardson-extrapolated (first order) to lr -> 0.
         gd = [eqx.filter(jf.gradient_descent(flow, net, lr=lr, steps=int(round(T / lr)),
                                              ts=[T]).final, eqx.is_inexact_array)
@@ -703,10 +717,114 @@ def classes(T=20.0, rtol=1e-10):
         us = 1e6 * walls[1] / s["num_vf_evals"]
         print(f"| {name} | {sol.status_name} | {s['num_accepted_steps']} | "
               f"{s['num_rejected_steps']} | {s['num_slides']} | {s['num_vf_evals']} | "
-              f"{s['num_kink_evals']} | {walls[0]:.1f} | {walls[1]:.2f} | {us:.1f} | "
+              f"{s.get('num_kink_evals', '-')} | {walls[0]:.1f} | {walls[1]:.2f} | {us:.1f} | "
               f"{plain_us:.1f} | {us / plain_us:.2f} | "
               f"{error(eqx.filter(sol.final, eqx.is_inexact_array), limit):.1e} |",
               flush=True)  # fmt: skip
+
+
+def mnist_ten(n=10_000, T=100.0, rtol=1e-6, width=100, gd_T=None, checkpoint=None):
+    """Issue 37's anchor, MLPGradientFlow.jl's MNIST network: 784-`width`-10, ReLU,
+    biases, an output bias, softmax cross-entropy, pixels / 255 (not centred),
+    gaussian init N(0, 1/fan-in), on the first `n` training images, default mode (the
+    two-layer rule, vector outputs) at `rtol` to `T`; the loss and training accuracy at
+    a few times against GD at lr 1e-2 and 1e-3 (GD to `gd_T`, default `T`). With
+    `checkpoint` (a folder), the flow runs as a one-seed `jaxflow.solve_ensemble`
+    with a run directory there, resumed when run again (`teacher_student_variants`)."""
+    try:
+        data = jf.datasets.mnist(digits=None, n=n, center=False)
+    except FileNotFoundError as e:
+        print(f"\n## 10. MNIST, ten classes: skipped ({str(e).split('. ')[0]})")
+        return
+    flow = jf.GradientFlow(jf.losses.cross_entropy, data)
+    net = jf.models.MLP(784, (width,), out=10, out_bias=True, init="gaussian",
+                        scale=1.0, key=jax.random.key(0))  # fmt: skip
+    gd_T = T if gd_T is None else gd_T
+    ts = np.array(
+        [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if t < T] + [T]
+    )
+    metrics = {"loss": jf.metrics.loss, "accuracy": jf.metrics.accuracy,
+               "conserved_drift": jf.metrics.ConservedDrift(net)}  # fmt: skip
+    print(f"\n## 10. MNIST, ten classes (issue 37): 784-{width}-10 ReLU with biases, "
+          f"softmax cross-entropy, the first {data.X.shape[0]} training images, "
+          f"pixels / 255, default mode, rtol {rtol:g}, to t = {T:g}\n")  # fmt: skip
+    start = time.perf_counter()
+    if checkpoint is None:
+        sol = jf.solve(flow, net, t1=T, ts=ts, rtol=rtol, max_steps=10**6,
+                       metrics=metrics, save_models=False)  # fmt: skip
+        jax.block_until_ready(sol.metrics)
+        wall, calls = time.perf_counter() - start, 1
+    else:
+        folder = Path(checkpoint) / f"mnist10-n{n}-T{T:g}-rtol{rtol:g}"
+        done = (folder / "ensemble.nc").exists()
+        ens = jf.solve_ensemble(
+            flow, lambda _: net, jax.random.split(jax.random.key(0), 1), t1=T, ts=ts,
+            segments=ts[1:], rtol=rtol, max_steps=10**6, metrics=metrics,
+            checkpoint_dir=folder, progress=True,
+        )  # fmt: skip
+        walls = folder.with_suffix(".walls")
+        if not done:
+            with open(walls, "a") as f:
+                f.write(f"{time.perf_counter() - start:.1f}\n")
+        each = [float(w) for w in walls.read_text().split()]
+        wall, calls = sum(each), len(each)
+        sol = types.SimpleNamespace(
+            status_name=str(ens.status_name[0]),
+            stats={k: v[0] for k, v in ens.stats.items()},
+            metrics={k: v[0] for k, v in ens.metrics.items()},
+        )
+    # Plain at the same settings, for its cost (it chatters where pairs slide).
+    start = time.perf_counter()
+    plain = jf.solve(flow, net, t1=T, ts=ts, rtol=rtol, max_steps=10**6,
+                     metrics=metrics, save_models=False, kinks="plain")  # fmt: skip
+    jax.block_until_ready(plain.metrics)
+    plain_wall = time.perf_counter() - start
+    print("| mode | status | accepted | rejected | gradient evals | located | stepped "
+          "over | slides | exits | max conserved drift | wall s (calls) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for mode, one, w, c in (
+        ("default", sol, wall, calls),
+        ("plain", plain, plain_wall, 1),
+    ):
+        s = stats(one)
+        print(f"| {mode} | {one.status_name} | {s['num_accepted_steps']} | "
+              f"{s['num_rejected_steps']} | {s['num_vf_evals']} | "
+              f"{s.get('num_crossings', '-')} | {s.get('num_small_crossings', '-')} | "
+              f"{s.get('num_slides', '-')} | {s.get('num_exits', '-')} | "
+              f"{float(np.max(one.metrics['conserved_drift'])):.1e} | {w:.0f} ({c}) |",
+              flush=True)  # fmt: skip
+    gd = {}
+    for lr in (1e-2, 1e-3):
+        steps = int(round(gd_T / lr))
+        start = time.perf_counter()
+        g = jf.gradient_descent(flow, net, lr=lr, steps=steps, ts=ts[ts <= gd_T],
+                                metrics=metrics, save_models=False)  # fmt: skip
+        jax.block_until_ready(g.metrics)
+        gd[lr] = g, time.perf_counter() - start
+    print(f"\nLoss (training accuracy) at t; GD's walls: lr 1e-2 {gd[1e-2][1]:.0f} s, "
+          f"lr 1e-3 {gd[1e-3][1]:.0f} s (to t = {gd_T:g}).\n")  # fmt: skip
+    print("| t | flow | plain | GD lr 1e-2 | GD lr 1e-3 | flow - plain | "
+          "flow - GD 1e-2 | flow - GD 1e-3 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    loss, acc = np.asarray(sol.metrics["loss"]), np.asarray(sol.metrics["accuracy"])
+    plain_loss = np.asarray(plain.metrics["loss"])
+    plain_acc = np.asarray(plain.metrics["accuracy"])
+    for i, t in enumerate(ts):
+        cells = [f"{loss[i]:.6f} ({acc[i]:.3f})",
+                 f"{plain_loss[i]:.6f} ({plain_acc[i]:.3f})"]  # fmt: skip
+        diffs = [f"{loss[i] - plain_loss[i]:.1e}"]
+        for lr in (1e-2, 1e-3):
+            g = gd[lr][0]
+            j = np.flatnonzero(np.isclose(np.asarray(g.ts), t))
+            if len(j):
+                gl = float(g.metrics["loss"][j[0]])
+                ga = float(g.metrics["accuracy"][j[0]])
+                cells.append(f"{gl:.6f} ({ga:.3f})")
+                diffs.append(f"{loss[i] - gl:.1e}")
+            else:
+                cells.append("-")
+                diffs.append("-")
+        print(f"| {t:g} | " + " | ".join(cells + diffs) + " |", flush=True)
 
 
 def main():
@@ -742,12 +860,19 @@ def main():
                         help="--only-variants: checkpointed in DIR/NAME, resumed "
                         "when run again")  # fmt: skip
     parser.add_argument("--T", type=float, default=1000.0,
-                        help="--only-variants: the end time")  # fmt: skip
+                        help="--only-variants, --only-mnist10: the end time")  # fmt: skip
     parser.add_argument("--gd-tight-loss", type=float, default=float("nan"),
                         help="with --no-gd-tight: GD lr 1e-4's loss at t = 1000 "
                         "from an earlier run")  # fmt: skip
     parser.add_argument("--only-classes", action="store_true",
                         help="issue 37's 3-class problem, general path")  # fmt: skip
+    parser.add_argument("--only-mnist10", action="store_true",
+                        help="issue 37's MNIST, ten classes (784-100-10)")  # fmt: skip
+    parser.add_argument("--mnist10-n", type=int, default=10_000)
+    parser.add_argument("--mnist10-gd-T", type=float, default=None,
+                        help="GD to this time (default: --T)")  # fmt: skip
+    parser.add_argument("--rtol", type=float, default=1e-6,
+                        help="--only-mnist10: the flow's rtol")  # fmt: skip
     args = parser.parse_args()
     print(
         f"# jaxflow kinks benchmark: {platform.processor() or platform.machine()}, "
@@ -755,6 +880,10 @@ def main():
     )
     if args.only_bf:
         boursier_flammarion(2 if args.quick else 8)
+        return
+    if args.only_mnist10:
+        mnist_ten(n=args.mnist10_n, T=args.T, rtol=args.rtol, gd_T=args.mnist10_gd_T,
+                  checkpoint=args.checkpoint)  # fmt: skip
         return
     if args.only_classes:
         classes()

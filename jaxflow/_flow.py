@@ -63,7 +63,8 @@ class GradientFlow(eqx.Module):
         r"""The least-norm element of the Clarke subdifferential $\partial L$: the
         velocity of `jaxflow.solve(kinks="min-norm")` is minus this.
 
-        For a `jaxflow.models.TwoLayerReLU` with a built-in loss on a `Dataset`, pairs
+        For a `jaxflow.models.TwoLayerReLU` or a one-hidden-layer ReLU
+        `jaxflow.models.MLP` with a built-in loss on a `Dataset`, pairs
         with $|\langle w_j, x_i\rangle + b_j| \le 10^{-10} \|(w_j, b_j)\| \|(x_i, 1)\|$
         count as on the kink (where the min-norm solve keeps sliding pairs, to rounding),
         any number per neuron. For another network whose loss calls `jax.nn.relu` or

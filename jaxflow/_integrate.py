@@ -411,6 +411,9 @@ class Integrator(eqx.Module):
             # with the residuals' derivative and a derivative of the field, about
             # three gradients.
             extra = extra + 3 * counts["num_corrections"]
+            # A late correction (`_two_layer.MinNorm._correct_late`): a forward pass
+            # and a product with the inputs, counted as a gradient.
+            extra = extra + counts.get("num_late_corrections", 0)
         if "num_kink_evals" in counts:
             # The kink treatment's own work, in gradients (`_kinks._sliding`).
             extra = extra + counts["num_kink_evals"]

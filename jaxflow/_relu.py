@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .models import TwoLayerReLU
+from .models import MLP, TwoLayerReLU
 
 
 # A pair on a kink whose |z_ij| grows past this, relative to ||u_j|| ||x_i||, has left.
@@ -30,33 +30,88 @@ def augment(X: Float[Array, "n d"], bias: bool) -> Float[Array, "n d1"]:
     return xp.concatenate([X, xp.ones((X.shape[0], 1), X.dtype)], axis=1)
 
 
-def neurons(model: TwoLayerReLU) -> Float[Array, "h d1"]:
-    """$u_j = (w_j, b_j)$ as rows."""
-    if model.b is None:
-        return model.W
-    return jnp.concatenate([model.W, model.b[:, None]], axis=1)
-
-
-def with_neurons(model: TwoLayerReLU, U: Float[Array, "h d1"], v=None) -> TwoLayerReLU:
-    """`model` with neurons `U` (rows $u_j$) and, if given, output weights `v`."""
-    d = model.W.shape[1]
-    W, b = (U, None) if model.b is None else (U[:, :d], U[:, d])
-    v = model.v if v is None else v
-    return eqx.tree_at(
-        lambda m: (m.W, m.v, m.b), model, (W, v, b), is_leaf=lambda x: x is None
+def is_one_layer(model) -> bool:
+    """Whether `model` is a one-hidden-layer ReLU network in the layout this module
+    reads: a `TwoLayerReLU`, or a `jaxflow.models.MLP` with one hidden ReLU layer (any
+    number of outputs, with or without the output bias)."""
+    if isinstance(model, TwoLayerReLU):
+        return True
+    return (
+        isinstance(model, MLP)
+        and len(model.weights) == 1
+        and model.activation == "relu"
     )
+
+
+def hidden_layer(model):
+    """The hidden layer's weights and bias (or `None`) of a one-hidden-layer model."""
+    if isinstance(model, MLP):
+        return model.weights[0], None if model.biases is None else model.biases[0]
+    return model.W, model.b
+
+
+def neurons(model: TwoLayerReLU | MLP) -> Float[Array, "h d1"]:
+    """$u_j = (w_j, b_j)$ as rows."""
+    W, b = hidden_layer(model)
+    if b is None:
+        return W
+    return jnp.concatenate([W, b[:, None]], axis=1)
+
+
+def outgoing(model: TwoLayerReLU | MLP) -> Float[Array, " h"] | Float[Array, "h k"]:
+    """The output weights $v_j$ as rows: shape `(h,)` for a scalar output, `(h, k)` for
+    $k$ outputs (an `MLP`'s `v` is stored `(k, h)`)."""
+    return model.v.T if isinstance(model, MLP) else model.v
+
+
+def output_bias(model: TwoLayerReLU | MLP) -> Array | None:
+    """The output bias $c$ (`MLP(out_bias=True)`), or `None`."""
+    return model.c if isinstance(model, MLP) else None
+
+
+def couplings(
+    v: Float[Array, " h"] | Float[Array, "h k"],
+    r: Float[Array, " n"] | Float[Array, "n k"],
+) -> Float[Array, "n h"]:
+    r"""$\langle v_j, r_i\rangle$ for output weights `v` (`outgoing`) and residuals
+    `r`: the jump of neuron $j$'s gradient across pair $(i, j)$'s kink is this times
+    $\tilde x_i$."""
+    return r[:, None] * v[None, :] if v.ndim == 1 else r @ v.T
+
+
+def with_neurons(
+    model: TwoLayerReLU | MLP, U: Float[Array, "h d1"], v=None, c=None
+) -> TwoLayerReLU | MLP:
+    """`model` with neurons `U` (rows $u_j$) and, if given, output weights `v` (rows,
+    as `outgoing` gives them) and output bias `c` (where the model has one)."""
+    W, b = hidden_layer(model)
+    d = W.shape[1]
+    W, b = (U, None) if b is None else (U[:, :d], U[:, d])
+    v = outgoing(model) if v is None else v
+    if not isinstance(model, MLP):
+        return eqx.tree_at(
+            lambda m: (m.W, m.v, m.b), model, (W, v, b), is_leaf=lambda x: x is None
+        )
+    new = [(lambda m: m.weights[0], W), (lambda m: m.v, v.T)]
+    if b is not None:
+        new.append((lambda m: m.biases[0], b))
+    if c is not None:
+        new.append((lambda m: m.c, c))
+    for where, value in new:
+        model = eqx.tree_at(where, model, value)
+    return model
 
 
 def select_neurons(model: TwoLayerReLU, keep) -> TwoLayerReLU:
     """`model` with only the neurons where `keep` (a boolean mask or indices)."""
-    return with_neurons(model, neurons(model)[keep], model.v[keep])
+    return with_neurons(model, neurons(model)[keep], outgoing(model)[keep])
 
 
 def replace_neurons(model: TwoLayerReLU, keep, sub: TwoLayerReLU) -> TwoLayerReLU:
     """`model` with the neurons where `keep` replaced by those of `sub`."""
     index = np.flatnonzero(keep)
     U = neurons(model).at[index].set(neurons(sub))
-    return with_neurons(model, U, model.v.at[index].set(sub.v))
+    return with_neurons(model, U, outgoing(model).at[index].set(outgoing(sub)))
 
 
 def pair_scale(

@@ -126,7 +126,9 @@ class Solution(eqx.Module):
         step's end), `num_crossing_steps` (attempted steps in which some pair
         changed sign), `num_corrections` (step ends, and saves inside a step,
         corrected for crossings stepped over; three gradient evaluations each in
-        `num_vf_evals`) and `num_restarts`
+        `num_vf_evals`), `num_late_corrections` (step ends corrected to first order
+        for pairs just past their kink after that; one gradient evaluation each) and
+        `num_restarts`
         (steps started afresh after a cut or a switch); each attempted step also
         evaluates the loss once (no gradient) at its end, and once at its start in a
         crossing step.

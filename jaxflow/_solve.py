@@ -88,8 +88,10 @@ def solve(
             the dense output and the step restarted there; pairs that slide stay on
             their surface exactly. Records `num_sliding` and `num_crossings` among the
             metrics and `num_kink_events`, `num_crossings`, `num_slides`, `num_exits`,
-            `num_restarts` in `stats`. For a `jaxflow.models.TwoLayerReLU` with a
-            built-in loss on a `Dataset`, the two-layer rule (`_kinks`); for any other
+            `num_restarts` in `stats`. For a `jaxflow.models.TwoLayerReLU`, or a
+            `jaxflow.models.MLP` with one hidden ReLU layer (any number of outputs, an
+            output bias), with a built-in loss on a `Dataset`, the two-layer rule
+            (`_kinks`); for any other
             network whose loss calls `jax.nn.relu` or `jax.nn.leaky_relu` (an `MLP`,
             `eqx.nn.MLP(..., activation=jax.nn.relu)`, a module of your own), the
             equivalent control of Filippov sliding through every layer (`_sliding`),

@@ -1,6 +1,8 @@
 """Class outputs: integer labels, `cross_entropy`, squared losses on vector outputs,
 `MLP(out=k, out_bias=True)`, `metrics.accuracy`; checked against NumPy / SciPy."""
 
+import itertools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -172,3 +174,89 @@ def test_class_flow_matches_scipy(problem):
     assert np.max(np.abs(sol.final.conserved() - net.conserved())) < 1e-8
     assert float(jnp.max(jnp.abs(sol.final.c - net.c))) > 1e-3  # the bias moved
     assert sol.metrics["accuracy"].shape == sol.metrics["loss"].shape
+
+
+def _on_one_kink(flow, net):
+    """`net` with one pair (i, j) moved onto neuron j's kink (its bias set so that
+    z_ij = 0), chosen so that the least-norm multiplier is inside (0, 1); and the
+    closed-form least-norm gradient there, in NumPy."""
+    X, y = np.asarray(flow.data.X), np.asarray(flow.data.y)
+    W, b = np.asarray(net.weights[0]), np.asarray(net.biases[0])
+    V = np.asarray(net.v).reshape(-1, W.shape[0])  # (k, h); k = 1 for a scalar output
+    c = 0.0 if net.c is None else np.asarray(net.c)
+    Xt = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+    for j, i in itertools.product(range(W.shape[0]), range(len(X))):
+        b_i = b.copy()
+        b_i[j] = -X[i] @ W[j]
+        Z = X @ W.T + b_i
+        kinked = np.zeros(Z.shape, bool)
+        kinked[i, j] = True
+        H = np.where(kinked, 0.0, np.maximum(Z, 0.0))
+        F = H @ V.T + c
+        if net.v.ndim == 1:  # logistic on ±1 labels: d/df log(1 + e^{-yf})
+            R = (-y / (1 + np.exp(y * F[:, 0])))[:, None] / len(X)
+        else:  # softmax cross-entropy on integer labels
+            P = np.exp(F - F.max(axis=1, keepdims=True))
+            R = (P / P.sum(axis=1, keepdims=True) - np.eye(V.shape[0])[y]) / len(X)
+        C = R @ V  # (n, h): <v_j, r_i>
+        G = np.where((Z > 0) & ~kinked, C, 0.0).T @ Xt  # (h, d + 1)
+        a = C[i, j] * Xt[i]
+        s = -(G[j] @ a) / (a @ a)
+        if 0.05 < s < 0.95:
+            G[j] += s * a
+            gV = (R.T @ H).reshape(np.shape(net.v))
+            gc = R.sum(axis=0).reshape(np.shape(net.c))
+            model = eqx.tree_at(lambda m: m.biases[0], net, jnp.asarray(b_i))
+            return model, (G, gV, gc)
+    raise AssertionError("no pair with an inner least-norm multiplier")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("out", [None, 3])
+def test_one_hidden_layer_mlp_takes_the_two_layer_rule(problem, out):
+    """A one-hidden-layer ReLU `MLP` (any number of outputs, an output bias) takes the
+    two-layer minimum-norm rule, whose jumps are <v_j, r_i> x_i with vector outputs:
+    at a pair on its kink its velocity is the closed-form least-norm element; two
+    hidden layers, or a leaky ReLU, take the general one."""
+    from jaxflow._kinks import min_norm_gradient, treatment
+
+    flow, net = problem
+    if out is None:  # a scalar output: logistic loss on ±1 labels
+        y = jnp.where(flow.data.y == 0, 1.0, -1.0)
+        flow = jf.GradientFlow(jf.losses.logistic, jf.Dataset(flow.data.X, y))
+        net = jf.models.MLP(4, 6, scale=1.0, out_bias=True, key=jax.random.key(2))
+    assert treatment(flow, net) == "min-norm"
+    model, (G, gV, gc) = _on_one_kink(flow, net)
+    velocity = min_norm_gradient(flow, model)
+    H = np.concatenate([velocity.weights[0], velocity.biases[0][:, None]], axis=1)
+    assert np.max(np.abs(H - G)) < 1e-12 * np.max(np.abs(G))
+    assert np.max(np.abs(np.asarray(velocity.v) - gV)) < 1e-12 * np.max(np.abs(gV))
+    assert np.max(np.abs(np.asarray(velocity.c) - gc)) < 1e-12 * np.max(np.abs(gc))
+    # Neither one-sided gradient is it (the test could fail).
+    assert relative_error(flow.gradient(model), velocity) > 1e-4
+    key = jax.random.key(0)
+    deep = jf.models.MLP(4, (6, 6), scale=1.0, out=3, key=key)
+    leaky = jf.models.MLP(4, 6, scale=1.0, out=3, activation="leaky_relu", key=key)
+    flow3 = problem[0]
+    assert [treatment(flow3, m) for m in (deep, leaky)] == ["general", "general"]
+
+
+@pytest.mark.slow
+def test_class_flow_through_kinks_matches_gd(problem):
+    """The default mode on a 3-output MLP with an output bias (the two-layer rule),
+    through crossings and a slide to t = 10, against GD, an independent reference:
+    GD's distance to it shrinks in proportion to the learning rate (by 8 from lr
+    2e-3 to 2.5e-4; GD's first-order error, not Richardson-extrapolable through
+    kinks). A flow off by 1e-5 would show as a ratio off 1/8 by a fifth."""
+    flow, net = problem
+    net = jf.models.MLP(4, 6, scale=0.3, out=3, out_bias=True, key=jax.random.key(5))
+    sol = jf.solve(flow, net, t1=10.0, rtol=1e-10, ts=[10.0])
+    assert sol.status_name == "successful"
+    assert int(sol.stats["num_crossings"]) >= 10
+    assert int(sol.stats["num_slides"]) >= 1
+    coarse, fine = (
+        relative_error(sol.final, jf.gradient_descent(flow, net, lr=lr, steps=n).final)
+        for lr, n in ((2e-3, 5000), (2.5e-4, 40000))
+    )
+    assert 0.11 < fine / coarse < 0.145, (coarse, fine)
+    assert np.max(np.abs(sol.final.conserved() - net.conserved())) < 1e-8

@@ -12,7 +12,8 @@ its velocity at a point.
   behind the two-layer field.
 - `_min_norm`: the minimum-norm field of a one-hidden-layer ReLU network, a piece at a
   time: activation patterns, pairs on a kink (any number a neuron), the field.
-- `_two_layer`: `MinNorm` (`kinks="min-norm"` on a `TwoLayerReLU`): crossings stepped
+- `_two_layer`: `MinNorm` (`kinks="min-norm"` on a `TwoLayerReLU`, or an `MLP` with
+  one hidden ReLU layer, any number of outputs: `_relu.is_one_layer`): crossings stepped
   over and corrected, or located and settled; Filippov sliding; release.
 - `_gates`: the ReLU sites of any loss, found in its jaxpr.
 - `_sliding`: `Sliding` (`kinks="min-norm"` on any other network whose loss calls
@@ -40,7 +41,9 @@ def treatment(flow, model, kinks: str = "auto", fname: str = "solve") -> Treatme
     `jaxflow.solve`:
 
     - `"min-norm"`: the two-layer rule (`_two_layer.MinNorm`), for a
-      `jaxflow.models.TwoLayerReLU` with a built-in loss on a `Dataset`, under
+      `jaxflow.models.TwoLayerReLU`, or a `jaxflow.models.MLP` with one hidden ReLU
+      layer (any number of outputs, an output bias), with a built-in loss on a
+      `Dataset`, under
       `kinks="auto"` or `"min-norm"`;
     - `"general"`: the equivalent control (`_sliding.Sliding`), for any other model
       whose loss calls `jax.nn.relu` or `jax.nn.leaky_relu`, or any such model under

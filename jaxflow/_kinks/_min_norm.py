@@ -17,6 +17,11 @@ $s_i$ reaches 0 or 1 the trajectory leaves the surface to the matching side. The
 gradient in $v_j$ is single-valued since $\sigma(0) = 0$, and the conserved quantities
 $v_j^2 - \|u_j\|^2$ stay conserved.
 
+With $k$ outputs (`jaxflow.models.MLP` with one hidden ReLU layer and `out=k`) $v_j$
+and $r_i$ are vectors, $v_j r_i$ becomes $\langle v_j, r_i\rangle$ (`_relu.couplings`)
+and the conserved quantities $\|v_j\|^2 - \|u_j\|^2$; an output bias $c$ has the
+single-valued gradient $\sum_i r_i$.
+
 The flow is integrated piecewise: a `Pattern` fixes which pairs are active, inactive
 or on a kink, and within a piece the vector field is the smooth continuation of that
 piece (`field`), so the solver's error control never sees a jump. The pieces and the
@@ -28,7 +33,18 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .._relu import KINK_TOL, augment, neurons, on_kink, pair_scale, with_neurons
+from .._relu import (
+    KINK_TOL,
+    augment,
+    couplings,
+    hidden_layer,
+    neurons,
+    on_kink,
+    outgoing,
+    output_bias,
+    pair_scale,
+    with_neurons,
+)
 from .._roots import when
 from ..losses import AbstractLoss
 from ..models import TwoLayerReLU
@@ -73,7 +89,8 @@ class ReLUProblem(eqx.Module):
     crossings: int = eqx.field(static=True)  # crossings a step lists (`CROSSINGS`)
 
     def __init__(self, flow, model: TwoLayerReLU):
-        self.inputs = augment(flow.data.X, model.b is not None)
+        W, b = hidden_layer(model)  # (shapes only: `model` may be abstract)
+        self.inputs = augment(flow.data.X, b is not None)
         # A zero input (no bias) has z_ij = 0 for every neuron, always: no kink, no
         # crossing, no term in the gradient. Its norm is taken as 1 so that the
         # quantities divided by it stay finite (they are zero).
@@ -84,7 +101,7 @@ class ReLUProblem(eqx.Module):
         self.loss = flow.loss
         n, d1 = self.inputs.shape
         itemsize = jnp.dtype(self.inputs.dtype).itemsize
-        width = model.v.shape[0]
+        width = W.shape[0]
         self.slots = free_slots(n, d1, width, itemsize)
         self.overflows = self.slots < min(n, d1)
         self.crossings = crossings_listed(n, width)
@@ -175,6 +192,17 @@ class Field(eqx.Module):
     box: Box  # the box problem's solution: s of the pairs on a kink, its face
 
 
+def predict(params, hidden: Float[Array, "n h"]) -> Array:
+    """The predictions $f(x_i)$ from the hidden activations: shape `(n,)` or `(n, k)`."""
+    predictions = hidden @ outgoing(params)
+    c = output_bias(params)
+    return (
+        predictions
+        if c is None
+        else predictions + jnp.broadcast_to(c, predictions.shape)
+    )
+
+
 def forward(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem):
     """Pre-activations $z_{ij}$, hidden activations of the piece, the loss and the
     residuals $r_i = \\partial L / \\partial f(x_i)$."""
@@ -183,7 +211,7 @@ def forward(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem):
         pattern.kinked, jax.nn.relu(Z), 0.0
     )
     value, r = jax.value_and_grad(problem.loss.of_predictions)(
-        hidden @ params.v, problem.target
+        predict(params, hidden), problem.target
     )
     return Z, hidden, value, r
 
@@ -203,12 +231,17 @@ def field(
     With `search=False` the box problem is solved on the pattern's face only (the
     field of the piece with its free and held pairs fixed: a correction's response).
     """
-    X, v = problem.inputs, params.v
+    X = problem.inputs
     Z, hidden, value, r = forward(params, pattern, problem)
-    gU = v[:, None] * (jnp.where(pattern.active, r[:, None], 0.0).T @ X)
-    gv = hidden.T @ r
     # Column i of neuron j's box problem: the jump of its gradient across z_ij = 0.
-    C = r[:, None] * v[None, :]
+    v = outgoing(params)
+    C = couplings(v, r)
+    if v.ndim == 1:  # (the order of operations of the scalar field since it landed)
+        gU = v[:, None] * (jnp.where(pattern.active, r[:, None], 0.0).T @ X)
+    else:
+        gU = jnp.where(pattern.active, C, 0.0).T @ X
+    gv = hidden.T @ r
+    gc = None if output_bias(params) is None else jnp.sum(r, axis=0)
     box = when(
         jnp.any(pattern.kinked),
         lambda: solve(
@@ -224,7 +257,7 @@ def field(
         ),
         _unsolved(gU, pattern),
     )
-    return Field(value, with_neurons(params, box.direction, gv), box)
+    return Field(value, with_neurons(params, box.direction, gv, gc), box)
 
 
 def min_norm_gradient(flow, model: TwoLayerReLU, tol: float = KINK_TOL) -> TwoLayerReLU:

@@ -28,12 +28,19 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._dataset import Dataset
-from .._relu import KINK_TOL, neurons, with_neurons
+from .._relu import (
+    KINK_TOL,
+    couplings,
+    is_one_layer,
+    neurons,
+    outgoing,
+    output_bias,
+    with_neurons,
+)
 from .._roots import first_root, when
 from ..losses import AbstractLoss
-from ..models import TwoLayerReLU
 from ._box import TOL, free_values
-from ._min_norm import Pattern, ReLUProblem, field, forward, pattern_at
+from ._min_norm import Pattern, ReLUProblem, field, forward, pattern_at, predict
 from ._pieces import AbstractPieces, Cut, Start
 
 
@@ -44,10 +51,11 @@ _FIT = np.linalg.inv(_NODES[:, None] ** np.arange(len(_NODES))[None, :])
 
 
 def supports(flow, model) -> bool:
-    """Whether the minimum-norm treatment applies: a `TwoLayerReLU` trained with a
-    built-in loss on a `Dataset`."""
+    """Whether the minimum-norm treatment applies: a `TwoLayerReLU`, or an `MLP` with
+    one hidden ReLU layer (`_relu.is_one_layer`), trained with a built-in loss on a
+    `Dataset`."""
     return (
-        isinstance(model, TwoLayerReLU)
+        is_one_layer(model)
         and isinstance(flow.loss, AbstractLoss)
         and isinstance(flow.data, Dataset)
     )
@@ -85,6 +93,12 @@ class Pairs(eqx.Module):
             .at[rows, self.cols]
             .set(values, mode="drop")
         )
+
+    def coupling(self, v: Array, r: Array) -> Array:
+        """$\\langle v_j, r_i\\rangle$ at the pairs (`_relu.couplings`, not formed
+        densely)."""
+        products = v[self.cols] * r[self.rows]
+        return products if v.ndim == 1 else jnp.sum(products, axis=-1)
 
     def dots(self, X: Float[Array, "n d1"], U: Float[Array, "h d1"]) -> Array:
         """$\\langle \\tilde x_i, u_j \\rangle$ at the pairs."""
@@ -133,6 +147,7 @@ class MinNorm(AbstractPieces):
         "num_small_crossings",
         "num_crossing_steps",
         "num_corrections",
+        "num_late_corrections",
         "kink_overflow_neuron",
     )
 
@@ -335,7 +350,7 @@ class MinNorm(AbstractPieces):
         crossing there is located where that is not so, or where it slides itself
         along with them (`_on_sliding`).
         """
-        X, norms, v1 = self.problem.inputs, self.problem.norms, y1.v
+        X, norms, v1 = self.problem.inputs, self.problem.norms, outgoing(y1)
         width = v1.shape[0]
         dtype = Z1.dtype
         h = (t1 - t0).astype(dtype)
@@ -371,7 +386,7 @@ class MinNorm(AbstractPieces):
         # Filippov: the continued field's dz/dt at t1 (signed), and the other side's.
         _, dy = jax.jvp(interp.evaluate, (t1,), (jnp.ones_like(t1),))
         zdot = sign * pairs.dots(X, neurons(dy))
-        jump = v1[pairs.cols] * r1[pairs.rows]  # J / x_i, unsigned
+        jump = pairs.coupling(v1, r1)  # J / x_i, unsigned
         squares = norms[pairs.rows] ** 2
         slides = pairs.mask & (zdot + jump * squares > 0)
         weight = (self.atol + self.rtol * jnp.abs(neurons(y1))) ** -2
@@ -392,7 +407,7 @@ class MinNorm(AbstractPieces):
             jnp.zeros_like(sliding),
         )
 
-        rate = (jump - y0.v[pairs.cols] * r0[pairs.rows]) / h  # of v_j r_i
+        rate = (jump - pairs.coupling(outgoing(y0), r0)) / h  # of v_j r_i
         # Each crossing moves its neuron, and so the crossing times of the neuron's
         # other pairs: by about the move of z_ij at the step's end over dz_ij/dt (at
         # most to the step's end).
@@ -533,7 +548,7 @@ class MinNorm(AbstractPieces):
         crossings, event = cut.crossed, cut.event
         pairs, shape = crossings.pairs, pattern.active.shape
         dtype = neurons(y).dtype
-        y, moved, pattern, exits, rate = self._stepped_over(
+        y, moved, pattern, exits = self._stepped_over(
             cut.t, y, pattern, crossings, keep
         )
         pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
@@ -569,7 +584,7 @@ class MinNorm(AbstractPieces):
                 -excess / jnp.maximum(speed, 1e-300),
                 (cut.t - crossings.t0).astype(dtype),
             )
-            return self._correct(y, pattern, flip, jnp.where(flip, since, 0.0), rate)
+            return self._correct_late(y, pattern, flip, jnp.where(flip, since, 0.0))
 
         y = when(jnp.any(flip), late, y)
         pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flip)
@@ -580,8 +595,8 @@ class MinNorm(AbstractPieces):
             "num_exits": jnp.where(keep, exits, 0),
             "num_small_crossings": jnp.where(keep, jnp.sum(moved | flip), 0),
             "num_crossing_steps": jnp.where(crossings.any, 1, 0),
-            "num_corrections": jnp.where(jnp.any(moved), 1, 0)
-            + jnp.where(jnp.any(flip), 1, 0),
+            "num_corrections": jnp.where(jnp.any(moved), 1, 0),
+            "num_late_corrections": jnp.where(jnp.any(flip), 1, 0),
         }
         # Only a settle solves the box problem at the step's end: where a neuron has
         # more pairs on a kink than free slots, check that its free set still fits.
@@ -608,7 +623,7 @@ class MinNorm(AbstractPieces):
         (`_correct`); which pairs those were; and the pattern there, without the
         pairs that left their kink in the step (released first: the correction puts
         the neurons back onto the kinks of the pattern's free pairs) and how many
-        left; and the crossings' rates (dense)."""
+        left."""
         pattern, exits = self._release(y, pattern, self._preactivations(y))
         pairs, shape = crossings.pairs, pattern.active.shape
         tau = jnp.where(crossings.stepped, t - crossings.times, 0.0)
@@ -616,13 +631,13 @@ class MinNorm(AbstractPieces):
         rate = pairs.dense(crossings.rate, 0.0, shape)
         moved = (tau > 0) & keep
         y = when(jnp.any(moved), lambda: self._correct(y, pattern, moved, tau, rate), y)
-        return y, moved, pattern, exits, rate
+        return y, moved, pattern, exits
 
     def _correct(self, y, pattern, moved, tau, rate):
         """`y` with the effect of the crossings `moved`, `tau` before its time, added
         (`_crossings`)."""
         problem = self.problem
-        X, v = problem.inputs, y.v
+        X, v = problem.inputs, outgoing(y)
         Z, hidden, _, _ = forward(y, pattern, problem)
         C = jnp.where(moved, jnp.where(pattern.active, tau, -tau), 0.0)  # sigma tau
         residuals = jax.grad(problem.loss.of_predictions)
@@ -631,19 +646,19 @@ class MinNorm(AbstractPieces):
         # the residuals.
         shift = -0.5 * (C * Z) @ v
         r, rho = jax.jvp(
-            lambda f: residuals(f, problem.target), (hidden @ v,), (shift,)
+            lambda f: residuals(f, problem.target), (predict(y, hidden),), (shift,)
         )
-        vr = v[None, :] * r[:, None]
+        vr = couplings(v, r)
         active = pattern.active | pattern.kinked
         # The jump in u_j's field, at the middle of [t_c, t_e].
-        R = C * (vr - 0.5 * tau * rate) - v[None, :] * jnp.where(
-            active, rho[:, None], 0.0
-        )
+        R = C * (vr - 0.5 * tau * rate) - jnp.where(active, couplings(v, rho), 0.0)
         dU = R.T @ X
-        dv = jnp.sum(0.5 * C * Z * r[:, None] - hidden * rho[:, None], axis=0)
+        dv = (0.5 * C * Z).T @ r - hidden.T @ rho
         # The other piece's field responds to the jump: + dF/dy . sum J tau^2 / 2.
         new = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
-        push = with_neurons(y, (0.5 * C * tau * vr).T @ X, jnp.zeros_like(v))
+        c = output_bias(y)
+        zero = None if c is None else jnp.zeros_like(c)
+        push = with_neurons(y, (0.5 * C * tau * vr).T @ X, jnp.zeros_like(v), zero)
         _, response = jax.jvp(
             lambda y: field(y, new, problem, search=False).gradient, (y,), (push,)
         )
@@ -651,7 +666,21 @@ class MinNorm(AbstractPieces):
         # after the crossing is the jump projected onto its sliding surfaces (the
         # free multipliers absorb the rest), so is the correction.
         U = pattern.onto_kinks(neurons(y) + dU - neurons(response))
-        return with_neurons(y, U, v + dv - response.v)
+        # An output bias's field is the residuals' sum: it changes by theirs.
+        dc = None if c is None else c - jnp.sum(rho, axis=0) - output_bias(response)
+        return with_neurons(y, U, v + dv - outgoing(response), dc)
+
+    def _correct_late(self, y, pattern, moved, tau):
+        """`_correct` to first order, for pairs `moved` that crossed a moment `tau`
+        ago (the correction carried them across, or their stepped-over crossing came
+        right at a cut): each one's jump held for `tau`. What it leaves is of order
+        $J\\tau^2$, and $\\tau$ is the time to cross the few multiples of the kink
+        tolerance by which they are past it. Costs two thirds of a gradient."""
+        problem = self.problem
+        _, _, _, r = forward(y, pattern, problem)
+        C = jnp.where(moved, jnp.where(pattern.active, tau, -tau), 0.0)  # sigma tau
+        dU = (C * couplings(outgoing(y), r)).T @ problem.inputs
+        return with_neurons(y, pattern.onto_kinks(neurons(y) + dU))
 
     def diagnostics(self, pattern: Pattern, counts) -> dict:
         return {

@@ -19,7 +19,9 @@ class MLP(eqx.Module):
     only. Acts on one sample `x` of shape `(d,)` (returns a scalar, or `(k,)`) or a data
     matrix `(n, d)` (returns `(n,)`, or `(n, k)`). It calls `jax.nn.relu` /
     `jax.nn.leaky_relu`, so `jaxflow.solve` follows its kinks in every layer
-    (`kinks="auto"`).
+    (`kinks="auto"`): with one hidden ReLU layer by the two-layer rule of
+    `TwoLayerReLU` (its jumps $\langle v_j, r_i\rangle \tilde x_i$ with $k$
+    outputs), otherwise by the equivalent control.
 
     Each hidden layer is positively homogeneous, so along the gradient flow of any loss
     of $f$ every hidden neuron keeps $\|(w_j, b_j)\|^2 - \|\text{outgoing weights}_j\|^2$
