@@ -59,8 +59,9 @@ from ._box import Box, Face, Factor, compact, solve
 FREE_BYTES = 2**25
 
 
-# A step's crossings are worked on as a list of at least this many pairs (a step
-# with more is tried again, shorter: `MinNorm._retry`).
+# A step's crossings are worked on as a list of this many pairs where they fit, else
+# of `crossings_listed`'s (at least this many; a step with more still is tried again,
+# shorter: `MinNorm._retry`).
 CROSSINGS = 1024
 
 

@@ -40,7 +40,15 @@ from .._relu import (
 from .._roots import first_root, when
 from ..losses import AbstractLoss
 from ._box import TOL, free_values
-from ._min_norm import Pattern, ReLUProblem, field, forward, pattern_at, predict
+from ._min_norm import (
+    CROSSINGS,
+    Pattern,
+    ReLUProblem,
+    field,
+    forward,
+    pattern_at,
+    predict,
+)
 from ._pieces import AbstractPieces, Cut, Start
 
 
@@ -85,6 +93,11 @@ class Pairs(eqx.Module):
         """The entries of an `(n, h)` array at the pairs."""
         return dense[self.rows, self.cols]
 
+    def padded(self, size: int) -> "Pairs":
+        """The same pairs in a list of `size` (at least as long)."""
+        pad = size - self.mask.shape[0]
+        return Pairs(*(jnp.pad(x, (0, pad)) for x in (self.rows, self.cols, self.mask)))
+
     def dense(self, values: Array, fill, shape) -> Array:
         """`values` at the pairs of an `(n, h)` array, `fill` elsewhere."""
         rows = jnp.where(self.mask, self.rows, shape[0])
@@ -122,6 +135,22 @@ class Crossings(eqx.Module):
     speed: Float[Array, " k"]  # -dz/dt at the crossing, signed to the piece
     t0: Float[Array, ""]  # the step's start
     any: Bool[Array, ""]  # some pair crossed
+
+    def padded(self, size: int, t1) -> "Crossings":
+        """The same crossings in lists of `size` (filler: not stepped, at the step's
+        end `t1`, no rate or speed)."""
+        pad = size - self.stepped.shape[0]
+        return Crossings(
+            self.located,
+            self.pairs.padded(size),
+            jnp.pad(self.stepped, (0, pad)),
+            jnp.concatenate([self.times, jnp.full(pad, t1, self.times.dtype)]),
+            jnp.pad(self.rate, (0, pad)),
+            self.velocity,
+            jnp.pad(self.speed, (0, pad)),
+            self.t0,
+            self.any,
+        )
 
 
 class MinNorm(AbstractPieces):
@@ -260,12 +289,25 @@ class MinNorm(AbstractPieces):
             t0,
             count > 0,
         )
+
+        def listed(length):  # the crossings in a list of `length`, padded to `size`
+            crossings, error, rescue = self._crossings(
+                t0, t1, y0, y1, y_error, Z1, r1, crossed, pattern, interp, length
+            )
+            return crossings.padded(size, t1), error, rescue
+
+        # A step's few crossings are worked on in a short list (its per-pair work
+        # gathers rows of the inputs: at MNIST's size the full list's took longer
+        # than the step's fields).
+        short = min(size, CROSSINGS)
         crossings, error, rescue = when(
-            (count > 0) & (count <= size),
-            lambda: self._crossings(
-                t0, t1, y0, y1, y_error, Z1, r1, crossed, pattern, interp
+            (count > 0) & (count <= short),
+            lambda: listed(short),
+            when(
+                (count > short) & (count <= size),
+                lambda: listed(size),
+                (none, jax.tree.map(jnp.zeros_like, y1), jnp.array(False)),
             ),
-            (none, jax.tree.map(jnp.zeros_like, y1), jnp.array(False)),
         )
         # More than the list holds: the step is tried again up to where about half
         # as many crossed (`_retry`); failing that (as many at once) it is cut at the
@@ -302,7 +344,9 @@ class MinNorm(AbstractPieces):
         retry = t0 + (s_half * (t1 - t0)).astype(t0.dtype)
         return jnp.where((s_half > 0) & (retry > t0), retry, jnp.inf)
 
-    def _crossings(self, t0, t1, y0, y1, y_error, Z1, r1, crossed, pattern, interp):
+    def _crossings(
+        self, t0, t1, y0, y1, y_error, Z1, r1, crossed, pattern, interp, size
+    ):
         r"""Which of the pairs `crossed` in the step [t0, t1] are located and which
         stepped over; when each crossed; the error of stepping over; and whether the
         step is kept only up to its first crossing (`rescue`).
@@ -354,7 +398,7 @@ class MinNorm(AbstractPieces):
         width = v1.shape[0]
         dtype = Z1.dtype
         h = (t1 - t0).astype(dtype)
-        pairs = Pairs.of(crossed, self.problem.crossings)
+        pairs = Pairs.of(crossed, size)
         count = jnp.sum(pairs.mask).astype(dtype)
         sign = jnp.where(pairs.at(pattern.active), 1.0, -1.0)
         Z0, _, _, r0 = forward(y0, pattern, self.problem)
