@@ -560,23 +560,33 @@ def teacher_student_variants(row, variants, T, checkpoint=None):
             jax.block_until_ready(sol.final)
             row(name, sol, time.perf_counter() - start)
             continue
-        done = (Path(checkpoint) / key / "ensemble.nc").exists()
-        ens = jf.solve_ensemble(
-            vflow, lambda _: vnet, jax.random.split(jax.random.key(0), 1), t1=T,
-            ts=ts, segments=jnp.geomspace(1e-3 * T, T, 31), rtol=1e-6,
-            max_steps=10**6, checkpoint_dir=Path(checkpoint) / key, progress=True,
+        one, calls = checkpointed(
+            vflow, vnet, Path(checkpoint) / key, t1=T, ts=ts,
+            segments=jnp.geomspace(1e-3 * T, T, 31), rtol=1e-6, max_steps=10**6,
         )  # fmt: skip
-        walls = Path(checkpoint) / f"{key}.walls"
-        if not done:  # (a finished run is only read)
-            with open(walls, "a") as f:
-                f.write(f"{time.perf_counter() - start:.1f}\n")
-        calls = [float(w) for w in walls.read_text().split()]
-        one = types.SimpleNamespace(
-            status_name=str(ens.status_name[0]),
-            stats={k: v[0] for k, v in ens.stats.items()},
-            metrics={k: v[0] for k, v in ens.metrics.items()},
-        )
         row(f"{name} ({len(calls)} calls)", one, sum(calls))
+
+
+def checkpointed(flow, net, folder, **options):
+    """One solve of `flow` from `net`, as a one-seed `jaxflow.solve_ensemble` with the
+    run directory `folder` (`options`: its arguments): run again, it resumes where it
+    stopped. Returns the seed's result (status, stats, metrics) and the walls of the
+    calls that ran it, kept in `folder` + `.walls` (a finished run is only read)."""
+    folder = Path(folder)
+    start = time.perf_counter()
+    done = (folder / "ensemble.nc").exists()
+    ens = jf.solve_ensemble(flow, lambda _: net, jax.random.split(jax.random.key(0), 1),
+                            checkpoint_dir=folder, progress=True, **options)  # fmt: skip
+    walls = folder.parent / f"{folder.name}.walls"
+    if not done:
+        with open(walls, "a") as f:
+            f.write(f"{time.perf_counter() - start:.1f}\n")
+    one = types.SimpleNamespace(
+        status_name=str(ens.status_name[0]),
+        stats={k: v[0] for k, v in ens.stats.items()},
+        metrics={k: v[0] for k, v in ens.metrics.items()},
+    )
+    return one, [float(w) for w in walls.read_text().split()]
 
 
 def plateau_study(T=100.0):
@@ -756,23 +766,9 @@ def mnist_ten(n=10_000, T=100.0, rtol=1e-6, width=100, gd_T=None, checkpoint=Non
         wall, calls = time.perf_counter() - start, 1
     else:
         folder = Path(checkpoint) / f"mnist10-n{n}-T{T:g}-rtol{rtol:g}"
-        done = (folder / "ensemble.nc").exists()
-        ens = jf.solve_ensemble(
-            flow, lambda _: net, jax.random.split(jax.random.key(0), 1), t1=T, ts=ts,
-            segments=ts[1:], rtol=rtol, max_steps=10**6, metrics=metrics,
-            checkpoint_dir=folder, progress=True,
-        )  # fmt: skip
-        walls = folder.with_suffix(".walls")
-        if not done:
-            with open(walls, "a") as f:
-                f.write(f"{time.perf_counter() - start:.1f}\n")
-        each = [float(w) for w in walls.read_text().split()]
+        sol, each = checkpointed(flow, net, folder, t1=T, ts=ts, segments=ts[1:],
+                                 rtol=rtol, max_steps=10**6, metrics=metrics)  # fmt: skip
         wall, calls = sum(each), len(each)
-        sol = types.SimpleNamespace(
-            status_name=str(ens.status_name[0]),
-            stats={k: v[0] for k, v in ens.stats.items()},
-            metrics={k: v[0] for k, v in ens.metrics.items()},
-        )
     # Plain at the same settings, for its cost (it chatters where pairs slide).
     start = time.perf_counter()
     plain = jf.solve(flow, net, t1=T, ts=ts, rtol=rtol, max_steps=10**6,

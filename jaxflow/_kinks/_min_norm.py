@@ -89,7 +89,7 @@ class ReLUProblem(eqx.Module):
     overflows: bool = eqx.field(static=True)
     crossings: int = eqx.field(static=True)  # crossings a step lists (`CROSSINGS`)
 
-    def __init__(self, flow, model: TwoLayerReLU):
+    def __init__(self, flow, model):
         W, b = hidden_layer(model)  # (shapes only: `model` may be abstract)
         self.inputs = augment(flow.data.X, b is not None)
         # A zero input (no bias) has z_ij = 0 for every neuron, always: no kink, no
@@ -193,15 +193,11 @@ class Field(eqx.Module):
     box: Box  # the box problem's solution: s of the pairs on a kink, its face
 
 
-def predict(params, hidden: Float[Array, "n h"]) -> Array:
+def predictions(params, hidden: Float[Array, "n h"]) -> Array:
     """The predictions $f(x_i)$ from the hidden activations: shape `(n,)` or `(n, k)`."""
-    predictions = hidden @ outgoing(params)
+    f = hidden @ outgoing(params)
     c = output_bias(params)
-    return (
-        predictions
-        if c is None
-        else predictions + jnp.broadcast_to(c, predictions.shape)
-    )
+    return f if c is None else f + jnp.broadcast_to(c, f.shape)
 
 
 def forward(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem):
@@ -212,7 +208,7 @@ def forward(params: TwoLayerReLU, pattern: Pattern, problem: ReLUProblem):
         pattern.kinked, jax.nn.relu(Z), 0.0
     )
     value, r = jax.value_and_grad(problem.loss.of_predictions)(
-        predict(params, hidden), problem.target
+        predictions(params, hidden), problem.target
     )
     return Z, hidden, value, r
 

@@ -47,7 +47,7 @@ from ._min_norm import (
     field,
     forward,
     pattern_at,
-    predict,
+    predictions,
 )
 from ._pieces import AbstractPieces, Cut, Start
 
@@ -144,7 +144,7 @@ class Crossings(eqx.Module):
             self.located,
             self.pairs.padded(size),
             jnp.pad(self.stepped, (0, pad)),
-            jnp.concatenate([self.times, jnp.full(pad, t1, self.times.dtype)]),
+            jnp.pad(self.times, (0, pad), constant_values=t1),
             jnp.pad(self.rate, (0, pad)),
             self.velocity,
             jnp.pad(self.speed, (0, pad)),
@@ -299,15 +299,15 @@ class MinNorm(AbstractPieces):
         # A step's few crossings are worked on in a short list (its per-pair work
         # gathers rows of the inputs: at MNIST's size the full list's took longer
         # than the step's fields).
+        # (Where the full list is no longer, it is not traced twice.)
         short = min(size, CROSSINGS)
+        nothing = (none, jax.tree.map(jnp.zeros_like, y1), jnp.array(False))
+        if short < size:
+            nothing = when(
+                (count > short) & (count <= size), lambda: listed(size), nothing
+            )
         crossings, error, rescue = when(
-            (count > 0) & (count <= short),
-            lambda: listed(short),
-            when(
-                (count > short) & (count <= size),
-                lambda: listed(size),
-                (none, jax.tree.map(jnp.zeros_like, y1), jnp.array(False)),
-            ),
+            (count > 0) & (count <= short), lambda: listed(short), nothing
         )
         # More than the list holds: the step is tried again up to where about half
         # as many crossed (`_retry`); failing that (as many at once) it is cut at the
@@ -690,7 +690,7 @@ class MinNorm(AbstractPieces):
         # the residuals.
         shift = -0.5 * (C * Z) @ v
         r, rho = jax.jvp(
-            lambda f: residuals(f, problem.target), (predict(y, hidden),), (shift,)
+            lambda f: residuals(f, problem.target), (predictions(y, hidden),), (shift,)
         )
         vr = couplings(v, r)
         active = pattern.active | pattern.kinked
