@@ -185,6 +185,9 @@ class Box(eqx.Module):
     """The solution of the box problem (`solve`), per neuron."""
 
     direction: Float[Array, "h d1"]  # w_j, the least-norm element
+    # w_j on the warm face, before the search: differs from `direction` only where the
+    # search changed the face.
+    warm: Float[Array, "h d1"]
     s: Float[Array, "h f"]  # the free multipliers, in [0, 1] (0 at empty slots)
     face: Face  # where it was found (the next solve's warm start)
     factor: Factor  # the face's factor
@@ -361,7 +364,7 @@ def solve(
     done = verdict.done() & ~stale
     no = jnp.zeros_like(done)
     if not search:
-        return _box(first, warm, jnp.ones_like(done), no, jnp.array(0))
+        return _box(first, warm, jnp.ones_like(done), no, jnp.array(0), first.w)
 
     def search():
         G_, X_, C_ = jax.lax.stop_gradient((G, X, C))
@@ -393,12 +396,14 @@ def solve(
         solved = _on_face(G, X, C, kinked, out.face, out.solved.factor)
         return solved, out.face, out.done, out.overflow, out.iterations
 
-    return _box(*when(~jnp.all(done), search, (first, warm, done, no, jnp.array(0))))
+    found = when(~jnp.all(done), search, (first, warm, done, no, jnp.array(0)))
+    return _box(*found, first.w)
 
 
-def _box(solved: _Solved, face: Face, done, overflow, iterations) -> Box:
+def _box(solved: _Solved, face: Face, done, overflow, iterations, warm) -> Box:
     return Box(
         direction=solved.w,
+        warm=warm,
         s=jnp.clip(solved.s, 0.0, 1.0),
         face=Face(solved.free, face.upper),
         factor=solved.factor,

@@ -175,6 +175,7 @@ def _unsolved(G, pattern: Pattern) -> Box:
     no = jnp.zeros(h, bool)
     return Box(
         direction=G,
+        warm=G,
         s=jnp.zeros((h, f), G.dtype),
         face=Face(jnp.full((h, f), -1, jnp.int32), jnp.zeros((n, h), bool)),
         factor=Factor.empty(h, f, G.dtype, G.shape[1]),

@@ -9,13 +9,15 @@ sign against the piece are sorted (`MinNorm._crossings`):
   the time it spent on the other side, and what the correction misses joins the
   solver's error estimate, so that loosening the tolerance buys longer steps through
   many crossings at once;
-- a pair that would slide (Filippov), or crosses on a neuron with pairs on a kink
-  where the crossing changes which of them slide (the correction keeps them sliding
-  as they were: `MinNorm._on_sliding`), is located on the step's dense output
+- a pair that would slide (Filippov) is located on the step's dense output
   (Illinois root finding), the step is cut there, the pairs at the crossing are
   moved onto the kink exactly, and the minimum-norm field decides whether each
-  slides along it or passes. Sliding pairs stay on their surface (the field is tangent to it, which
-  Runge-Kutta steps preserve to rounding) instead of chattering across it.
+  slides along it or passes. Sliding pairs stay on their surface (the field is
+  tangent to it, which Runge-Kutta steps preserve to rounding) instead of chattering
+  across it. The correction keeps a neuron's sliding pairs sliding as they were;
+  where the step's crossings (or the step itself) change which of them slide, the
+  drift of the field from that assumption joins the error too
+  (`MinNorm._on_sliding`).
 """
 
 from typing import ClassVar
@@ -391,8 +393,11 @@ class MinNorm(AbstractPieces):
         error budget (then it chatters within the tolerance, as in `kinks="plain"`).
         On a neuron with pairs on a kink the correction keeps them sliding as they
         were (their free multipliers absorb the jump, the held ones stay held): a
-        crossing there is located where that is not so, or where it slides itself
-        along with them (`_on_sliding`).
+        crossing there is located where it slides itself along with them; where the
+        crossings (or the step) release one or hold it, the field's drift from the
+        held face, over the step, joins the error (`_on_sliding`). (Locating those
+        crossings instead cut a step at each crossing of such a neuron: on MNIST,
+        most of the steps.)
         """
         X, norms, v1 = self.problem.inputs, self.problem.norms, outgoing(y1)
         width = v1.shape[0]
@@ -445,11 +450,12 @@ class MinNorm(AbstractPieces):
         large = whole > budget
         sliding = jnp.any(pattern.kinked, axis=0)[pairs.cols] & pairs.mask
         located = slides & large & ~sliding
-        located = located | when(
+        also, drift = when(
             jnp.any(sliding),
             lambda: self._on_sliding(y1, pattern, pairs, sign, sliding, large),
-            jnp.zeros_like(sliding),
+            (jnp.zeros_like(sliding), jnp.zeros_like(neurons(y1))),
         )
+        located = located | also
 
         rate = (jump - pairs.coupling(outgoing(y0), r0)) / h  # of v_j r_i
         # Each crossing moves its neuron, and so the crossing times of the neuron's
@@ -462,9 +468,12 @@ class MinNorm(AbstractPieces):
         # And what the second-order correction leaves: of order tau^3.
         coef = 2 * jnp.abs(jump) * delay + jnp.abs(rate) * tau**3 / h
         stepped = pairs.mask & ~located
+        # And where a sliding neuron's face changed within the step, the drift of its
+        # field from the held face's, over the whole step (`_on_sliding`).
         error = with_neurons(
             jax.tree.map(jnp.zeros_like, y1),
-            pairs.per_neuron(jnp.where(stepped, coef, 0.0), jnp.abs(X), width),
+            pairs.per_neuron(jnp.where(stepped, coef, 0.0), jnp.abs(X), width)
+            + h * drift,
             jnp.zeros_like(v1),
         )
         # Stepping over must not cost the step: where the correction's error would
@@ -508,18 +517,23 @@ class MinNorm(AbstractPieces):
         crossed: Bool[Array, " k"],
         large: Bool[Array, " k"],
     ):
-        """Which of the listed pairs `crossed`, on neurons with pairs on a kink, must
-        be located (`sign`: +1 where a pair was active): those whose neuron's sliding
-        does not carry on as the correction assumes, and those that slide themselves.
+        """On neurons with pairs on a kink: which of the listed pairs `crossed` slide
+        themselves and must be located (`sign`: +1 where a pair was active), and the
+        rate at which the correction's assumption about the sliding ones drifts.
+
+        A crossing pair slides where the field past its kink, projected along the
+        neuron's sliding surfaces, sends it back, and its jump is `large` (the test in
+        `_crossings`, with the unprojected field, is for neurons not sliding).
 
         The correction holds a neuron's free pairs on their kinks and its held pairs
-        at their bounds: it is right only where the face of the neuron's box problem
-        at `y` is the piece's both with the crossings (their changing side frees no
-        pair on a kink and holds none at a bound) and without them (the continued
-        field, which the step integrated, moved no pair to a bound). A crossing pair
-        slides where the field past its kink, projected along the neuron's sliding
-        surfaces, sends it back, and its jump is `large` (the test above, with the
-        unprojected field, is for neurons not sliding). Two field evaluations."""
+        at their bounds: the face of its box problem in the piece. Where the face at
+        `y` is another, with the crossings (they free a pair on a kink or hold one) or
+        without them (the continued field moved a pair to a bound), the true field
+        differs from the held face's by the difference of the two faces' solutions,
+        $\\Delta w_j$; the box problem's solution is continuous in its data, so this
+        grows from zero where the face changed (or, at a crossing, from the part of
+        the jump beyond the bound). Per neuron, `|Delta w_j|` (entrywise, the larger
+        of the two; 0 where the face is the piece's). Two field evaluations."""
         X, n = self.problem.inputs, pattern.kinked.shape[0]
         kinked = pattern.kinked
 
@@ -527,17 +541,19 @@ class MinNorm(AbstractPieces):
             free = free_values(face.free, jnp.ones(face.free.shape, bool), n)
             return free, face.upper & kinked
 
-        def differ(a, b):
-            return jnp.any(kinked & ((a[0] != b[0]) | (a[1] != b[1])), axis=0)
+        piece = held(pattern.face)
+
+        def drift(box):  # |Delta w_j| where the face is not the piece's
+            a, b = held(box.face), piece
+            changed = jnp.any(kinked & ((a[0] != b[0]) | (a[1] != b[1])), axis=0)
+            return jnp.where(changed[:, None], jnp.abs(box.direction - box.warm), 0.0)
 
         flipped = pairs.dense(crossed, False, kinked.shape)
         flips = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flipped)
         F = field(y, flips, self.problem)
-        piece = held(pattern.face)
-        before = held(field(y, pattern, self.problem).box.face)
-        changed = differ(held(F.box.face), piece) | differ(before, piece)
+        rate = jnp.maximum(drift(F.box), drift(field(y, pattern, self.problem).box))
         back = -sign * pairs.dots(X, neurons(F.gradient)) > 0
-        return crossed & (changed[pairs.cols] | (back & large))
+        return crossed & back & large, rate
 
     def _first_crossing(self, t0, t1, e1, crossed, pattern, interp):
         """The first time in [t0, t1] at which one of the pairs `crossed` reaches its
