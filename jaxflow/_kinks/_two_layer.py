@@ -453,7 +453,7 @@ class MinNorm(AbstractPieces):
         also, drift = when(
             jnp.any(sliding),
             lambda: self._on_sliding(y1, pattern, pairs, sign, sliding, large),
-            (jnp.zeros_like(sliding), jnp.zeros_like(neurons(y1))),
+            (jnp.zeros_like(sliding), jnp.zeros((width, X.shape[1]), dtype)),
         )
         located = located | also
 
@@ -518,8 +518,8 @@ class MinNorm(AbstractPieces):
         large: Bool[Array, " k"],
     ):
         """On neurons with pairs on a kink: which of the listed pairs `crossed` slide
-        themselves and must be located (`sign`: +1 where a pair was active), and the
-        rate at which the correction's assumption about the sliding ones drifts.
+        themselves and must be located (`sign`: +1 where a pair was active), and how
+        far the field drifts from the correction's assumption about the sliding ones.
 
         A crossing pair slides where the field past its kink, projected along the
         neuron's sliding surfaces, sends it back, and its jump is `large` (the test in
@@ -551,9 +551,9 @@ class MinNorm(AbstractPieces):
         flipped = pairs.dense(crossed, False, kinked.shape)
         flips = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ flipped)
         F = field(y, flips, self.problem)
-        rate = jnp.maximum(drift(F.box), drift(field(y, pattern, self.problem).box))
+        most = jnp.maximum(drift(F.box), drift(field(y, pattern, self.problem).box))
         back = -sign * pairs.dots(X, neurons(F.gradient)) > 0
-        return crossed & back & large, rate
+        return crossed & back & large, most
 
     def _first_crossing(self, t0, t1, e1, crossed, pattern, interp):
         """The first time in [t0, t1] at which one of the pairs `crossed` reaches its
