@@ -52,6 +52,7 @@ Prints:
         # the same, checkpointed in DIR/width-1000 and resumed when run again
     python benchmarks/kinks.py --only-deep --depths 3 --scales 0.3     # ~20 min
     python benchmarks/kinks.py --only-deep --depths 3 --scales 1 --deep-solver Kvaerno5 --no-plain
+    python benchmarks/kinks.py --only-deep --depths 4 --scales 0.3 --deep-first-seed 4 --deep-seeds 1
     python benchmarks/kinks.py --mnist         # and 5 (needs the MNIST files)
     python benchmarks/kinks.py --only-mnist10 --T 100 --checkpoint DIR  # 10
         # MNIST, ten classes, 10,000 images (--mnist10-n), resumed when run again
@@ -333,7 +334,7 @@ def mnist(T=30.0, width=50, tight=1e-7, modes=("default", "plain"), rtols=None):
               f"{walls['default', 1e-6] / walls['plain', 1e-6]:.2f} (target <= 2).")  # fmt: skip
 
 
-def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True):
+def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True, first=0):
     flow = jf.GradientFlow(jf.losses.square, jf.datasets.boursier_flammarion())
     print(f"\n## 6. Deep MLPs on the three points, t1={T:g}, rtol 1e-8, {solver}, "
           "max_steps 50,000")  # fmt: skip
@@ -344,7 +345,7 @@ def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True):
     ends = {}  # (depth, scale) -> [(status, on the least-squares line, kind)]
     for depth in depths:
         for scale in scales:
-            for seed in range(seeds):
+            for seed in range(first, first + seeds):
                 net = jf.models.MLP(
                     1, (30,) * (depth - 1), scale=scale, key=jax.random.key(seed)
                 )
@@ -834,6 +835,7 @@ def main():
     parser.add_argument("--deep", action="store_true")
     parser.add_argument("--only-deep", action="store_true")
     parser.add_argument("--deep-seeds", type=int, default=8)
+    parser.add_argument("--deep-first-seed", type=int, default=0)
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3])
     parser.add_argument("--deep-solver", default="Tsit5")
@@ -901,7 +903,7 @@ def main():
     if args.deep or args.only_deep:
         specialization()
         deep(args.depths, args.scales, args.deep_seeds, solver=args.deep_solver,
-             plain=not args.no_plain)  # fmt: skip
+             plain=not args.no_plain, first=args.deep_first_seed)  # fmt: skip
     if not args.only_mnist and not args.only_deep:
         rtols = (
             (1e-3, 1e-4, 1e-6, 1e-8, 1e-10)

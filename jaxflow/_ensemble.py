@@ -26,7 +26,8 @@ from .events._events import AbstractEvent
 from .metrics import default_metrics
 
 
-# The most memory a chunk may use to hold its parameters at `ts` for deferred metrics.
+# The most memory a chunk may use to hold its parameters (and their velocities) at `ts`
+# for deferred metrics.
 _DEFER_BYTES = 512 * 2**20
 
 
@@ -406,8 +407,9 @@ def solve_ensemble(
     # unless that store would be large (then they are evaluated in the loop, where
     # under vmap every seed pays whenever one of them saves). Between segments the host
     # holds every seed's state, store included: the bound is on all seeds, not a chunk
-    # (nor a part: every part decides as the whole run would).
-    stored = count * len(options.ts) * seeds.bytes_per_seed
+    # (nor a part: every part decides as the whole run would). With each point its
+    # velocity, for the metrics that ask for it (`Integrator._record`).
+    stored = 2 * count * len(options.ts) * seeds.bytes_per_seed
     place = _Devices(devices, fname)
     if vectorize is None:
         vectorize = place.devices[0].platform != "cpu"

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -86,3 +87,34 @@ class GradientFlow(eqx.Module):
         """$-\\nabla L$ as a function of the parameter arrays alone (diffrax's `y`)."""
         del t
         return jax.tree.map(jnp.negative, self.value_and_gradient(params, static)[1])
+
+
+class SavedFlow(eqx.Module):
+    """A solve's flow as its metrics see it at a saved time: the same loss and data,
+    and a `min_norm_gradient` that is minus the velocity the solve follows there (its
+    piece's field, pairs sliding on their kinks included), not one recomputed from the
+    side of each kink on which the saved point happens to fall (`GradientFlow.
+    min_norm_gradient` decides that by a tolerance, and a point of the dense output is
+    off a sliding pair's kink by the interpolation's error)."""
+
+    flow: GradientFlow
+    velocity: Callable[[], PyTree]  # the saved point's, computed when asked for
+
+    @property
+    def loss(self) -> LossFn:
+        return self.flow.loss
+
+    @property
+    def data(self) -> Any:
+        return self.flow.data
+
+    def __call__(self, model) -> Float[Array, ""]:
+        return self.flow(model)
+
+    def gradient(self, model) -> PyTree:
+        return self.flow.gradient(model)
+
+    def min_norm_gradient(self, model) -> PyTree:
+        """Minus the solve's velocity at the saved point (`model` is that point)."""
+        _, static = eqx.partition(model, eqx.is_inexact_array)
+        return eqx.combine(jax.tree.map(jnp.negative, self.velocity()), static)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from ._event_times import event_values, first_times, terminal_time
+from ._flow import SavedFlow
 from ._kinks import AbstractPieces, Cut
 from ._roots import when
 from ._solution import RESULTS, final_status, finite, update_result
@@ -101,6 +102,7 @@ class Taken(eqx.Module):
     t_end: Float[Array, ""]
     y_end: PyTree
     keep: Bool[Array, ""]
+    end_piece: PyTree  # the piece at `t_end`, after the switch
     piece: PyTree = None
     cut: Cut | None = None
 
@@ -153,15 +155,37 @@ class Integrator(eqx.Module):
     def _model(self, y):
         return eqx.combine(y, self.static)
 
-    def _metrics(self, y, metrics):
-        model = self._model(y)
-        return {name: fn(model, self.flow) for name, fn in metrics.items()}
+    def _metrics(self, y, metrics, velocity: Callable[[], PyTree]):
+        """The metrics at a saved point `y`, where the solve's velocity is
+        `velocity()` (`SavedFlow`)."""
+        model, flow = self._model(y), SavedFlow(self.flow, velocity)
+        return {name: fn(model, flow) for name, fn in metrics.items()}
 
-    def _record(self, y, aux, counts, metrics):
+    def _asks_velocity(self, y, metrics) -> bool:
+        """Whether some metric asks for the velocity (traced, not run): deferred
+        metrics then store it with the parameters."""
+        asked = []
+
+        def velocity():
+            asked.append(True)
+            return y
+
+        jax.eval_shape(lambda: self._metrics(y, metrics, velocity))
+        return bool(asked)
+
+    def _record(self, t, y, piece, aux, counts, metrics):
+        """What `saved` holds for the point `y` at `t` on `piece`, with the
+        diagnostics of the piece `aux` and the counters `counts`."""
         diagnostics = self.pieces.diagnostics(aux, counts)
+        term = self.pieces.term()
+
+        def velocity():
+            return term.vf(t, y, piece)
+
         if self.defer_metrics:
-            return y, diagnostics
-        values = self._metrics(y, metrics) | diagnostics
+            v = velocity() if self._asks_velocity(y, metrics) else None
+            return (y, v), diagnostics
+        values = self._metrics(y, metrics, velocity) | diagnostics
         return (y if self.save_models else None), values
 
     def init(self, y, metrics: dict[str, Callable]) -> State:
@@ -192,7 +216,9 @@ class Integrator(eqx.Module):
         time = {n: jnp.where(v <= 0, self.t0, jnp.nan) for n, v in value.items()}
         ended = self._terminal(time, jnp.array(True)) < jnp.inf
 
-        struct = jax.eval_shape(lambda: self._record(y, aux, counts, metrics))
+        struct = jax.eval_shape(
+            lambda: self._record(self.t0, y, aux, aux, counts, metrics)
+        )
         saved = jax.tree.map(
             lambda x: jnp.full((len(self.ts),) + x.shape, _unsaved(x.dtype), x.dtype),
             struct,
@@ -216,7 +242,7 @@ class Integrator(eqx.Module):
             event_time=time,
         )
         # The times of `ts` at t0: as if a step had ended there.
-        start_step = Taken(_Constant(y), self.t0, y, jnp.array(True))
+        start_step = Taken(_Constant(y), self.t0, y, jnp.array(True), aux)
         index, saved = _save(
             self.wanted,
             lambda i: self.saved_row(st, start_step, i),
@@ -242,21 +268,16 @@ class Integrator(eqx.Module):
     def saved_row(self, st: State, taken: Taken, i: Int[Array, ""]):
         """What `saved` holds at `ts[i]`, a time within the step `taken` from `st`:
         the state at the step's end, or the dense output corrected for what the step
-        stepped over before that time."""
+        stepped over before that time; the metrics on the piece the flow is on there."""
         t = self.ts[jnp.minimum(i, len(self.ts) - 1)]
-        y = taken.interp.evaluate(t)
+        y, piece = taken.interp.evaluate(t), taken.end_piece
         if taken.cut is not None:
-            y = when(
+            y, piece = when(
                 t < taken.t_end,
                 lambda: self.pieces.within(t, y, taken.piece, taken.cut),
-                taken.y_end,
+                (taken.y_end, taken.end_piece),
             )
-        return self._record(
-            y,
-            st.aux,
-            st.counts,
-            st.metrics,
-        )
+        return self._record(t, y, piece, st.aux, st.counts, st.metrics)
 
     def step(self, st: State) -> tuple[State, Taken]:
         """One attempted step from `st`: the state after it, its saves at `ts` not yet
@@ -384,7 +405,7 @@ class Integrator(eqx.Module):
             event_value=_select(keep, value, st.event_value),
             event_time=time,
         )
-        return new, Taken(interp, t_end, y_end, keep, st.aux, cut)
+        return new, Taken(interp, t_end, y_end, keep, aux, st.aux, cut)
 
     def advance(self, st: State, t_stop) -> State:
         """Step until `t_stop` is passed (the last step may end beyond it: steps are
@@ -436,11 +457,13 @@ class Integrator(eqx.Module):
         later = jnp.arange(len(self.ts)) >= st.save_index
         saved = st.saved
         if self.defer_metrics:
-            ys, diagnostics = saved
+            (ys, velocities), diagnostics = saved
             # One time at a time (a vmap over `ts` would hold all their activations).
             # Rows never saved hold inf: evaluate zeros there, then mark them unsaved.
-            rows = jax.tree.map(lambda x: _where_rows(later, 0.0, x), ys)
-            values = jax.lax.map(lambda y: self._metrics(y, st.metrics), rows)
+            rows = jax.tree.map(lambda x: _where_rows(later, 0.0, x), (ys, velocities))
+            values = jax.lax.map(
+                lambda row: self._metrics(row[0], st.metrics, lambda: row[1]), rows
+            )
             values = jax.tree.map(
                 lambda x: _where_rows(later, _unsaved(x.dtype), x), values
             )

@@ -75,7 +75,9 @@ def solve(
     - `metrics`: dict name -> `metric(model, flow)`, evaluated at `ts`;
         `jaxflow.metrics.default_metrics(model, flow)` by default. With `save_models`
         they are evaluated on the stored models after the time loop (compiled once);
-        without, inside it, at the steps that pass a time of `ts`.
+        without, inside it, at the steps that pass a time of `ts`. The `flow` they
+        get answers `min_norm_gradient` with minus the velocity the solve follows
+        at that time (its piece's field, sliding pairs included).
     - `save_models`: whether to store the model at `ts` (`False` keeps only metrics,
         for long solves).
     - `throw`: raise if the solve did not succeed: a `RuntimeError` naming the status,

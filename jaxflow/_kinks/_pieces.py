@@ -85,12 +85,13 @@ class AbstractPieces(eqx.Module):
         """The piece at the end `y` of a step (accepted if `keep`), cut at a crossing
         if `cut.event`."""
 
-    def within(self, t, y: PyTree, piece: PyTree, cut: Cut) -> PyTree:
+    def within(self, t, y: PyTree, piece: PyTree, cut: Cut) -> tuple[PyTree, PyTree]:
         """The flow at a time `t` inside an accepted step from `piece`, from the step's
         dense output `y` there: what `switch` corrects at the step's end (crossings
-        stepped over before `t`), applied at `t`. For the saves at `ts`; by default
-        `y` itself."""
-        return y
+        stepped over before `t`), applied at `t`, and the piece the flow is on there
+        (whose field is its velocity). For the saves at `ts`; by default `y` and
+        `piece` themselves."""
+        return y, piece
 
     def field_cost(self, piece: PyTree) -> Int[Array, ""] | int:
         """Gradient evaluations that a call of the field of `piece` costs beyond one

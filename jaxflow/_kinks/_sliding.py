@@ -128,22 +128,47 @@ def _jacobian(fn, x: Float[Array, " m"], count) -> tuple[Array, Array]:
     return f, jax.lax.fori_loop(0, count, column, J)
 
 
-def _chord(J: Float[Array, "m m"], free: Bool[Array, " m"]):
-    """Newton steps (least squares) on the `free` slots with the Jacobian `J` held,
-    the others kept, clipped to the box: `step(s, f)` for rates `f` at `s`."""
-    J = jnp.where(free[:, None] & free[None, :], J, 0.0)
-    # A whisper of regularisation: a pair whose rate does not depend on its s (a zero
-    # residual) keeps its s.
-    size = jnp.max(jnp.abs(J)) + jnp.finfo(J.dtype).tiny
-    eye = jnp.eye(free.shape[0], dtype=J.dtype)
-    JtJ = J.T @ J + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
-    factor = jax.scipy.linalg.lu_factor(JtJ)
+class _Chord(eqx.Module):
+    """The Newton correction (least squares) on the `free` slots with the Jacobian
+    `J` held, zero on the others: `correction(f)` for rates `f`."""
 
-    def step(s, f):
-        delta = jax.scipy.linalg.lu_solve(factor, -(J.T @ jnp.where(free, f, 0.0)))
-        return jnp.clip(jnp.where(free, s + delta, s), 0.0, 1.0)
+    J: Float[Array, "m m"]
+    free: Bool[Array, " m"]
+    factor: tuple[Array, Array]
 
-    return step
+    def __init__(self, J: Float[Array, "m m"], free: Bool[Array, " m"]):
+        J = jnp.where(free[:, None] & free[None, :], J, 0.0)
+        # A whisper of regularisation: a pair whose rate does not depend on its s (a
+        # zero residual) keeps its s.
+        size = jnp.max(jnp.abs(J)) + jnp.finfo(J.dtype).tiny
+        eye = jnp.eye(free.shape[0], dtype=J.dtype)
+        JtJ = J.T @ J + (1e-24 * size**2 + jnp.where(free, 0.0, 1.0))[:, None] * eye
+        self.J, self.free = J, free
+        self.factor = jax.scipy.linalg.lu_factor(JtJ)
+
+    def __call__(self, f: Float[Array, " m"]) -> Float[Array, " m"]:
+        free = self.free
+        delta = jax.scipy.linalg.lu_solve(
+            self.factor, -(self.J.T @ jnp.where(free, f, 0.0))
+        )
+        return jnp.where(free, delta, 0.0)
+
+
+def _moved(s: Float[Array, " m"], delta: Float[Array, " m"]) -> Float[Array, " m"]:
+    return jnp.clip(s + delta, 0.0, 1.0)
+
+
+def _rows(pull, count, m: int, x: Float[Array, " p"]) -> Float[Array, "m p"]:
+    """The Jacobian of a function of `x` with `m` outputs, from its pullback `pull`,
+    over the first `count` outputs only (the occupied slots, which come first; the
+    other rows are zero): a gradient's worth per row."""
+    basis = jnp.eye(m, dtype=x.dtype)
+    return jax.lax.fori_loop(
+        0,
+        count,
+        lambda i, J: J.at[i].set(pull(basis[i])[0]),
+        jnp.zeros((m, x.shape[0]), x.dtype),
+    )
 
 
 def _slots(on: Bool[Array, " k"]) -> tuple[Int[Array, " m"], Bool[Array, ""]]:
@@ -163,6 +188,28 @@ def supports(flow, model) -> bool:
 
 def _loss_fn(flow, static):
     return lambda p, data: flow.loss(eqx.combine(p, static), data)
+
+
+@eqx.filter_custom_jvp
+def _implicit(y, *, s, rates, correction, count, inside):
+    r"""The control `s` of a piece at `y`, with the derivative of its chord step
+    (`Sliding._free`), the implicit function's of $\dot z_{free}(y, s) = 0$ at the
+    step's start: $-J^{+} \partial_y \dot z$ (`_Chord`), its rows (`rates`, $\dot z$
+    at the slots as a function of `y`) by reverse mode over the `count` occupied slots;
+    zero where the box clipped `s` (not `inside`)."""
+    del y, rates, correction, count, inside
+    return s
+
+
+@_implicit.def_jvp
+def _implicit_jvp(primals, tangents, *, s, rates, correction, count, inside):
+    (y,), (dy,) = primals, tangents
+    if dy is None:
+        return s, jnp.zeros_like(s)
+    flat, unravel = ravel_pytree(y)
+    _, pull = jax.vjp(lambda x: rates(unravel(x)), flat)
+    rows = _rows(pull, count, s.shape[0], flat)
+    return s, jnp.where(inside, correction(rows @ ravel_pytree(dy)[0]), 0.0)
 
 
 class Sliding(AbstractPieces):
@@ -220,19 +267,36 @@ class Sliding(AbstractPieces):
         """Within a piece: Newton (least squares, from the piece's `s`) on the free
         slots, the held ones at their bounds, then a second step with the same
         Jacobian (a chord step). $\\dot z$ is affine in each $s_k$, so where no
-        sample has kinks in two layers at once the first step is exact, and the second
-        only makes the result differentiable: its rates are taken at `y` with the
-        Jacobian held, so the derivative in `y` is the implicit function's, $-J^{+}
-        \\partial_y \\dot z$ (implicit solvers take the field's Jacobian). Otherwise
+        sample has kinks in two layers at once the first step is exact; otherwise
         (rates multilinear in $s$) the error after the two steps is the cube of the
         piece's `s`'s, which is of the order of the step. Cost: the rates, their
-        Jacobian over the occupied slots (`_jacobian`) and the rates again."""
+        Jacobian over the occupied slots (`_jacobian`) and the rates again.
+
+        Its derivative in `y` (implicit solvers take the field's Jacobian) is the
+        chord step's, the implicit function's at the step's start, $-J^{+}
+        \\partial_y \\dot z$: the rows $\\partial_y \\dot z_k$ of the occupied slots
+        by reverse mode, once for all the tangents (`jax.jacfwd` of the field then
+        costs a gradient's Jacobian and a few rows, not a Jacobian of the rates; the
+        rows at the step's end instead, a point a rounding-sized rate apart near a
+        minimum, stalled Kvaerno5 on a deep net)."""
         free = pattern.valid() & (pattern.bound == _FREE)
-        A = self._linearized(jax.lax.stop_gradient(y), pattern, pattern.s)
-        f0, J = jax.lax.stop_gradient(A)
-        newton = _chord(J, free)
-        s = newton(pattern.s, f0)
-        return newton(s, self._rates(y, pattern, s)[1])
+        x = jax.lax.stop_gradient(y)
+        f0, J = self._linearized(x, pattern, pattern.s)
+        correction = _Chord(J, free)
+        s1 = _moved(pattern.s, correction(f0))
+        raw = s1 + correction(self._rates(x, pattern, s1)[1])
+        s = jnp.clip(raw, 0.0, 1.0)
+        count = jnp.sum(pattern.valid())
+        # The chord step's derivative: its rates' rows at its start.
+        rates = eqx.Partial(self._slot_rates, pattern, s1)
+        # Where the box clips it, s does not move with y.
+        inside = (raw > 0.0) & (raw < 1.0)
+        return _implicit(
+            y, s=s, rates=rates, correction=correction, count=count, inside=inside
+        )
+
+    def _slot_rates(self, pattern: Pattern, s, y):
+        return self._rates(y, pattern, s)[1]
 
     def _control(self, y, pattern: Pattern):
         """At a switch, the equivalent control with its bounds decided: `(s, bound,
@@ -348,7 +412,7 @@ class Sliding(AbstractPieces):
         # piece's s, with its bounds, puts it (exactly, for rates affine in s): if
         # that is a solution, with no sliding pair repelling, it is the control.
         free = valid & (pattern.bound == _FREE)
-        s1 = _chord(J0, free)(s0, f0)
+        s1 = _moved(s0, _Chord(J0, free)(f0))
         quick = ~jnp.any(free & (jnp.diagonal(J0) > 0)) & (
             jnp.max(jnp.abs(complementarity(s1)[0])) <= _CONTROL_TOL
         )
@@ -409,17 +473,9 @@ class Sliding(AbstractPieces):
         def z(x):
             return jnp.where(hold, self._run(unravel(x), gates)[1][index], 0.0)
 
-        # Its rows by reverse mode, over the occupied slots only (they come first):
-        # a forward pass, and a gradient's worth per row.
         values, pull = jax.vjp(z, flat)
-        basis = jnp.eye(hold.shape[0], dtype=flat.dtype)
         count = jnp.sum(pattern.valid())
-        J = jax.lax.fori_loop(
-            0,
-            count,
-            lambda i, J: J.at[i].set(pull(basis[i])[0]),
-            jnp.zeros((hold.shape[0], flat.shape[0]), flat.dtype),
-        )
+        J = _rows(pull, count, hold.shape[0], flat)
         JJ = J @ J.T
         size = jnp.max(jnp.abs(jnp.diagonal(JJ))) + jnp.finfo(flat.dtype).tiny
         JJ = JJ + jnp.diag(jnp.where(hold, 1e-24 * size, 1.0))

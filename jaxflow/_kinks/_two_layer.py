@@ -672,7 +672,10 @@ class MinNorm(AbstractPieces):
         return Start(y, pattern, counts, overflow > 0, jump, unresolved & keep)
 
     def within(self, t, y, pattern: Pattern, cut: Cut):
-        return self._stepped_over(t, y, pattern, cut.crossed, jnp.array(True))[0]
+        y, moved, pattern, _ = self._stepped_over(
+            t, y, pattern, cut.crossed, jnp.array(True)
+        )
+        return y, eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
 
     def corrected_from(self, cut: Cut):
         crossings = cut.crossed

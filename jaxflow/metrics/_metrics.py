@@ -26,7 +26,8 @@ def loss(model, flow) -> Float[Array, ""]:
 def grad_norm(model, flow) -> Float[Array, ""]:
     """$\\|\\nabla_\\theta L\\|_2$ over all parameters; at ReLU kinks, of the
     least-norm element of the subdifferential (`GradientFlow.min_norm_gradient`), the
-    speed of the flow."""
+    speed of the flow. At the saved times of a solve, the norm of the velocity it
+    follows there (`jaxflow._flow.SavedFlow`)."""
     leaves = jax.tree.leaves(
         eqx.filter(flow.min_norm_gradient(model), eqx.is_inexact_array)
     )
