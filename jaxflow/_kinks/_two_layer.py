@@ -611,7 +611,6 @@ class MinNorm(AbstractPieces):
         y, moved, pattern, exits = self._stepped_over(
             cut.t, y, pattern, crossings, keep
         )
-        pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
         Z = self._preactivations(y)
         pattern, more = self._release(y, pattern, Z)
         exits = exits + more
@@ -672,10 +671,10 @@ class MinNorm(AbstractPieces):
         return Start(y, pattern, counts, overflow > 0, jump, unresolved & keep)
 
     def within(self, t, y, pattern: Pattern, cut: Cut):
-        y, moved, pattern, _ = self._stepped_over(
+        y, _, pattern, _ = self._stepped_over(
             t, y, pattern, cut.crossed, jnp.array(True)
         )
-        return y, eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
+        return y, pattern
 
     def corrected_from(self, cut: Cut):
         crossings = cut.crossed
@@ -683,10 +682,10 @@ class MinNorm(AbstractPieces):
 
     def _stepped_over(self, t, y, pattern, crossings: Crossings, keep):
         """`y` at `t` in a step corrected for the crossings stepped over before `t`
-        (`_correct`); which pairs those were; and the pattern there, without the
-        pairs that left their kink in the step (released first: the correction puts
-        the neurons back onto the kinks of the pattern's free pairs) and how many
-        left."""
+        (`_correct`); which pairs those were; and the pattern there (those pairs
+        on their new side), without the pairs that left their kink in the step
+        (released first: the correction puts the neurons back onto the kinks of the
+        pattern's free pairs) and how many left."""
         pattern, exits = self._release(y, pattern, self._preactivations(y))
         pairs, shape = crossings.pairs, pattern.active.shape
         tau = jnp.where(crossings.stepped, t - crossings.times, 0.0)
@@ -694,6 +693,7 @@ class MinNorm(AbstractPieces):
         rate = pairs.dense(crossings.rate, 0.0, shape)
         moved = (tau > 0) & keep
         y = when(jnp.any(moved), lambda: self._correct(y, pattern, moved, tau, rate), y)
+        pattern = eqx.tree_at(lambda p: p.active, pattern, pattern.active ^ moved)
         return y, moved, pattern, exits
 
     def _correct(self, y, pattern, moved, tau, rate):
