@@ -7,6 +7,7 @@ seeds per second over several processes (JAX's distributed runtime, and job arra
     python benchmarks/ensemble.py --sections 1 3   # some of them
     python benchmarks/ensemble.py --sections 5 --processes 1 2 4
     python benchmarks/ensemble.py --sections 5 --processes 1 2 --process-seeds 256
+    python benchmarks/ensemble.py --sections 6     # vmapped, mapped, a loop (issue 38)
     python benchmarks/ensemble.py --quick          # smaller sizes, for a smoke run
 
 Peak memory is measured in a fresh subprocess per configuration: the process's maximum
@@ -486,9 +487,58 @@ def section_processes(counts, seeds: int, t1: float, rtol: float):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def section_vmapped(seed_counts, t1: float, rtol: float, n=100, d=10, width=20):
+    """Issue 38: the vmapped path (GPU default) against the mapped one (CPU default)
+    and a Python loop of a jitted `jf.solve`, in the default kink mode and plain."""
+    print(
+        f"\n## 6. Vmapped, mapped and a loop of jitted solves: separable n={n}, d={d}, "
+        f"width {width}, scale 1e-6, exponential loss, t1={t1:g}, rtol {rtol:g}, 20 "
+        "saved times; warm walls (each call run twice, the second timed)\n"
+    )
+    data = jf.datasets.separable(jax.random.key(0), n, d, 0.3)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+
+    def init(key):
+        return jf.models.TwoLayerReLU(d, width, scale=1e-6, key=key)
+
+    ts = jnp.linspace(t1 / 20, t1, 20)
+    print("| seeds | kinks | mapped s | vmapped s | loop s | vmapped / mapped | loop / "
+          "mapped | steps mean (max) | vmapped max relative difference |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for seeds in seed_counts:
+        keys = jax.random.split(jax.random.key(1), seeds)
+        for kinks in ("auto", "plain"):
+            kw = dict(t1=t1, ts=ts, rtol=rtol, kinks=kinks, save_models=False)
+            solve = jax.jit(lambda k: jf.solve(flow, init(k), **kw))
+
+            def ensemble(vectorize):
+                return jf.solve_ensemble(flow, init, keys, batch_size=seeds, segments=1,
+                                         vectorize=vectorize, **kw)  # fmt: skip
+
+            walls, outs = {}, {}
+            for way, fn in (
+                ("mapped", lambda: ensemble(False)),
+                ("vmapped", lambda: ensemble(True)),
+                ("loop", lambda: [solve(k) for k in keys]),
+            ):
+                timed(fn)
+                outs[way], walls[way] = timed(fn)
+            mapped, vmapped = outs["mapped"], outs["vmapped"]
+            steps = np.asarray(mapped.stats["num_steps"])
+            worst = max(
+                float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+                for a, b in zip(jax.tree.leaves(vmapped.final),
+                                jax.tree.leaves(mapped.final))
+            )  # fmt: skip
+            print(f"| {seeds} | {kinks} | {walls['mapped']:.2f} | {walls['vmapped']:.2f} "
+                  f"| {walls['loop']:.2f} | {walls['vmapped'] / walls['mapped']:.2f} | "
+                  f"{walls['loop'] / walls['mapped']:.2f} | {steps.mean():.0f} "
+                  f"({steps.max()}) | {worst:.1e} |", flush=True)  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", type=int, nargs="*", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--sections", type=int, nargs="*", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--processes",
@@ -545,6 +595,8 @@ def main():
     if 5 in args.sections:
         seeds = args.process_seeds or (16 if quick else 64)
         section_processes(args.processes, seeds, 10.0 if quick else 100.0, 1e-8)
+    if 6 in args.sections:
+        section_vmapped([4, 16] if quick else [16, 128], 2.0 if quick else 20.0, 1e-8)
 
 
 if __name__ == "__main__":

@@ -327,8 +327,9 @@ def solve_ensemble(
         size or device count, and takes only its own steps. Vectorized, a matrix
         product with the shared data is computed for the whole chunk at once and
         rounds differently (to well within the tolerance), so a seed's bits depend on
-        its chunk; on accelerators that is the fast way. Default (`None`): `False` on
-        the CPU, `True` elsewhere.
+        its chunk; on accelerators that is the fast way. A kink's rare work (locating,
+        settling, correcting) runs only for the seeds that need it, gathered a
+        chunk at a time. Default (`None`): `False` on the CPU, `True` elsewhere.
     - `throw`: raise a `RuntimeError` naming the failed seeds and their statuses if
         any seed did not succeed (after the run directory, if any, is written). By
         default failures are reported per seed in `status`.

@@ -586,8 +586,7 @@ class MinNorm(AbstractPieces):
             return jnp.min(jnp.where(crossed, e, jnp.inf))
 
         f1 = jnp.min(jnp.where(has, e1[row, col], jnp.inf))
-        # (Under `jax.vmap` this runs for every seed when one has a crossing: the
-        # others do not search.)
+        # (Under `jax.vmap` only the seeds with an event run this: `when` in `cut`.)
         t_cut = first_root(candidates, t0, t1, candidates(t0), f1, jnp.any(has))
         # A pair past its kink at t_cut by more than the release band crossed before.
         y_cut = interp.evaluate(t_cut)
