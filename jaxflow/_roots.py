@@ -192,14 +192,12 @@ def _branch(call, pred, dynamic: list, default):
             out, t_out = jax.jvp(moving, (xs,), (ts,))
             return out, _float_tangents(t_out)
 
-        zeros = jax.tree.map(
-            lambda x, t: jnp.zeros_like(x) if isinstance(t, SymbolicZero) else t,
-            default,
-            t_default,
-            is_leaf=lambda t: isinstance(t, SymbolicZero),
-        )
-        floats = [t for t, x in zip(jax.tree.leaves(zeros), jax.tree.leaves(default))
-                  if _inexact(x)]  # fmt: skip
+        zero = lambda t: isinstance(t, SymbolicZero)  # noqa: E731
+        floats = [
+            jnp.zeros_like(x) if zero(t) else t
+            for x, t in zip(jax.tree.leaves(default), jax.tree.leaves(t_default, zero))
+            if _inexact(x)
+        ]
         out, t_floats = once(pred, derivative, (default, floats))
         leaves, tree = jax.tree.flatten(out)
         it = iter(t_floats)
