@@ -8,6 +8,7 @@ seeds per second over several processes (JAX's distributed runtime, and job arra
     python benchmarks/ensemble.py --sections 5 --processes 1 2 4
     python benchmarks/ensemble.py --sections 5 --processes 1 2 --process-seeds 256
     python benchmarks/ensemble.py --sections 6     # vmapped, mapped, a loop (issue 38)
+    python benchmarks/ensemble.py --sections 7     # a default-mode step's branches
     python benchmarks/ensemble.py --quick          # smaller sizes, for a smoke run
 
 Peak memory is measured in a fresh subprocess per configuration: the process's maximum
@@ -487,7 +488,9 @@ def section_processes(counts, seeds: int, t1: float, rtol: float):
     shutil.rmtree(work, ignore_errors=True)
 
 
-def section_vmapped(seed_counts, t1: float, rtol: float, n=100, d=10, width=20):
+def section_vmapped(
+    seed_counts, t1: float, rtol: float, kinks_modes, n=100, d=10, width=20
+):
     """Issue 38: the vmapped path (GPU default) against the mapped one (CPU default)
     and a Python loop of a jitted `jf.solve`, in the default kink mode and plain."""
     print(
@@ -507,7 +510,7 @@ def section_vmapped(seed_counts, t1: float, rtol: float, n=100, d=10, width=20):
     print("|---|---|---|---|---|---|---|---|---|")
     for seeds in seed_counts:
         keys = jax.random.split(jax.random.key(1), seeds)
-        for kinks in ("auto", "plain"):
+        for kinks in kinks_modes:
             kw = dict(t1=t1, ts=ts, rtol=rtol, kinks=kinks, save_models=False)
             solve = jax.jit(lambda k: jf.solve(flow, init(k), **kw))
 
@@ -536,6 +539,108 @@ def section_vmapped(seed_counts, t1: float, rtol: float, n=100, d=10, width=20):
                   f"({steps.max()}) | {worst:.1e} |", flush=True)  # fmt: skip
 
 
+def section_branches(seeds: int, t1: float, rtol: float, n=100, d=10, width=20):
+    """Issue 38: where a vmapped default-mode solve's time goes, branch by branch.
+
+    Each rare branch (a `jaxflow._roots.when` site) is run `1 + EXTRA` times in turn,
+    the last result kept: the wall's increase over `EXTRA` is that branch's cost, on the
+    same trajectory (the same bits). How often each branch is taken is counted one seed
+    after the other (mapped), in a run of its own."""
+    EXTRA = 4
+    import unittest.mock
+
+    from jaxflow import _roots
+    from jaxflow._kinks._min_norm import field
+
+    print(
+        f"\n## 7. The branches of a vmapped default-mode solve: {seeds} seeds of "
+        f"section 6's problem, t1={t1:g}, rtol {rtol:g}, {len(jax.devices())} "
+        "device(s). Each branch run 5 times in turn: its cost is a quarter of the "
+        "wall's increase (warm, best of 2 against the unchanged solve's best of 2, "
+        "interleaved)\n"
+    )
+    data = jf.datasets.separable(jax.random.key(0), n, d, 0.3)
+    flow = jf.GradientFlow(jf.losses.exponential, data)
+
+    def init(key):
+        return jf.models.TwoLayerReLU(d, width, scale=1e-6, key=key)
+
+    keys = jax.random.split(jax.random.key(1), seeds)
+    ts = jnp.linspace(t1 / 20, t1, 20)
+    original = _roots._branch
+    sites, taken = {}, {}
+
+    def site() -> str:  # the caller of `when`: this frame, `_branch`, `when`, it
+        code, line = sys._getframe(3).f_code, sys._getframe(3).f_lineno
+        return f"{code.co_name} ({Path(code.co_filename).name}:{line})"
+
+    def recording(call, pred, dynamic, default):
+        sites.setdefault(site(), None)
+        return original(call, pred, dynamic, default)
+
+    def counting(call, pred, dynamic, default):
+        where = site()
+
+        def add(p):
+            taken[where] = taken.get(where, 0) + int(p)
+            return p
+
+        shape = jax.ShapeDtypeStruct(jnp.shape(pred), jnp.bool_)
+        pred = jax.pure_callback(add, shape, pred)  # (the predicate, counted)
+        return original(call, pred, dynamic, default)
+
+    def doubling(target):
+        def patched(call, pred, dynamic, default):
+            if site() != target:
+                return original(call, pred, dynamic, default)
+
+            def repeated(dynamic):
+                out = call(dynamic)
+                for _ in range(EXTRA):  # each call's input depends on the last output
+                    keep = jax.lax.optimization_barrier(jnp.array(False))
+                    again = call(jax.lax.optimization_barrier((dynamic, out))[0])
+                    out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), out, again)
+                return out
+
+            return original(repeated, pred, dynamic, default)
+
+        return patched
+
+    def compiled(patch, vectorize, variant):
+        """The solve, traced with `patch` in place; a distinct `max_steps` (never
+        reached) for each variant keeps each compiled program apart. The min-norm
+        field is jitted on its own: its trace is dropped, to be traced anew."""
+        run = lambda: jf.solve_ensemble(  # noqa: E731
+            flow, init, keys, t1=t1, ts=ts, rtol=rtol, batch_size=seeds, segments=1,
+            vectorize=vectorize, save_models=False, progress=False,
+            max_steps=10**6 + variant,
+        )  # fmt: skip
+        field._cached.clear_cache()
+        with unittest.mock.patch.object(_roots, "_branch", patch):
+            return run, timed(run)[0]
+
+    compiled(counting, False, 1)
+    base, out = compiled(recording, True, 0)
+    steps = np.asarray(out.stats["num_steps"])
+    seed_steps = steps.sum()
+    whole = min(timed(base)[1] for _ in range(2))
+    print(f"Whole solve, vmapped: {whole:.2f} s; {seed_steps} seed-steps, the longest "
+          f"seed {steps.max()} steps.\n")  # fmt: skip
+    print(
+        "| branch (`when` site) | taken per seed-step | cost s | share of the solve |"
+    )
+    print("|---|---|---|---|")
+    for i, where in enumerate(sites, start=2):
+        if not taken.get(where):  # (nothing to measure: its work never runs)
+            print(f"| {where} | 0 | - | - |")
+            continue
+        run = compiled(doubling(where), True, i)[0]
+        pairs = [(timed(run)[1], timed(base)[1]) for _ in range(2)]
+        cost = (min(p[0] for p in pairs) - min(p[1] for p in pairs)) / EXTRA
+        print(f"| {where} | {taken.get(where, 0) / seed_steps:.3f} | {cost:.3f} | "
+              f"{cost / whole:.1%} |", flush=True)  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", type=int, nargs="*", default=[1, 2, 3, 4, 5, 6])
@@ -552,6 +657,12 @@ def main():
         type=int,
         default=None,
         help="section 5: the number of seeds (default 64, --quick 16)",
+    )
+    parser.add_argument(
+        "--kinks",
+        nargs="*",
+        default=["auto", "plain"],
+        help="section 6: the kink modes ('general': the general sliding treatment)",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--process-child", default=None, help=argparse.SUPPRESS)
@@ -596,7 +707,11 @@ def main():
         seeds = args.process_seeds or (16 if quick else 64)
         section_processes(args.processes, seeds, 10.0 if quick else 100.0, 1e-8)
     if 6 in args.sections:
-        section_vmapped([4, 16] if quick else [16, 128], 2.0 if quick else 20.0, 1e-8)
+        section_vmapped(
+            [4, 16] if quick else [16, 128], 2.0 if quick else 20.0, 1e-8, args.kinks
+        )
+    if 7 in args.sections:
+        section_branches(4 if quick else 16, 1.0 if quick else 2.0, 1e-8)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 Importing jaxflow turns on JAX's float64 mode (`jax_enable_x64`), because the point of
 the package is accuracy beyond float32; set the environment variable
 `JAXFLOW_ENABLE_X64=0` before importing to keep JAX's default.
+
+Set `JAXFLOW_HOST_DEVICES` to a number of CPU devices, or to `auto` for one per core,
+before importing, and jaxflow makes them (`jax_num_cpu_devices`, the same as XLA's
+`--xla_force_host_platform_device_count`): `jaxflow.solve_ensemble` then splits its
+seeds over the cores. Not the default: see `jaxflow._devices`.
 """
 
 import importlib.metadata
@@ -10,9 +15,13 @@ import os
 
 import jax
 
+from . import _devices
+
 
 if os.environ.get("JAXFLOW_ENABLE_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
+if jax.config.jax_num_cpu_devices == -1:  # not set by the user
+    _devices.host_devices_from_env()
 
 from . import (
     datasets as datasets,

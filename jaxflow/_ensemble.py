@@ -58,34 +58,39 @@ class _Setup(eqx.Module):
         """`fn(flow, *args)` for every seed of a chunk, stacked: the arrays of
         `batched`, and of `flow` if `flow_axis` is 0, have a leading seed axis.
 
-        Vectorized (`jax.vmap`), or one seed after the other (`jax.lax.map`, the seeds
-        of each device split with `jax.shard_map`). Then each seed runs the very
-        computation of `jaxflow.solve` on it alone, with its own number of steps, and
-        gets its bits: a vmapped matrix product whose other operand is shared (the
-        data) is one larger product, which rounds differently from the seed's own."""
+        Vectorized (`jax.vmap`), or one seed after the other (`jax.lax.map`). Then
+        each seed runs the very computation of `jaxflow.solve` on it alone, with its
+        own number of steps, and gets its bits: a vmapped matrix product whose other
+        operand is shared (the data) is one larger product, which rounds differently
+        from the seed's own."""
         if self.vectorize:
             in_axes = (flow_axis,) + (0,) * len(batched)
-            return eqx.filter_vmap(fn, in_axes=in_axes)(flow, *batched)
-        # Arrays only through `lax.map` and `shard_map`: the shared flow's (passed,
-        # not closed over: on several devices it is a replicated array) and the
-        # mapped ones.
-        mapped = (None if flow_axis is None else flow, batched)
+            lanes = eqx.filter_vmap(fn, in_axes=in_axes)
+        elif flow_axis is None:
+            lanes = lambda flow, *b: _map(lambda *a: fn(flow, *a), *b)  # noqa: E731
+        else:
+            lanes = lambda *b: _map(fn, *b)  # noqa: E731
+        return self.on_devices(lanes, flow, flow_axis, *batched)
+
+    def on_devices(self, fn, flow, flow_axis, *batched):
+        """`fn(flow, *batched)`, where `fn` takes and returns a batch of seeds (a
+        leading axis on every array but the shared flow's), run by each device on its
+        own share of the seeds (`jax.shard_map`) when there are several: no device
+        waits on another, or exchanges anything with it, until the chunk is done."""
         shared = flow if flow_axis is None else None
+        mapped = (None if flow_axis is None else flow, batched)
         (shared_dynamic, dynamic), static = eqx.partition(
             (shared, mapped), eqx.is_array
         )
         statics = []  # the outputs' non-array part, recorded while tracing
 
         def local(shared_dynamic, dynamic):
-            def one(d):
-                common, (own, args) = eqx.combine((shared_dynamic, d), static)
-                out, out_static = eqx.partition(
-                    fn(common if flow_axis is None else own, *args), eqx.is_array
-                )
-                statics.append(out_static)
-                return out
-
-            return jax.lax.map(one, dynamic)
+            common, (own, args) = eqx.combine((shared_dynamic, dynamic), static)
+            out, out_static = eqx.partition(
+                fn(common if flow_axis is None else own, *args), eqx.is_array
+            )
+            statics.append(out_static)
+            return out
 
         if self.mesh is not None:
             specs = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("seeds")
@@ -99,6 +104,20 @@ class _Setup(eqx.Module):
             )
         out = local(shared_dynamic, dynamic)
         return eqx.combine(out, statics[0])
+
+
+def _map(fn, *xs):
+    """`fn` over the leading axis of the arrays of `xs`, one after the other
+    (`jax.lax.map`), stacked; the other leaves are passed to every call as they are."""
+    dynamic, static = eqx.partition(xs, eqx.is_array)
+    statics = []
+
+    def one(d):
+        out, out_static = eqx.partition(fn(*eqx.combine(d, static)), eqx.is_array)
+        statics.append(out_static)
+        return out
+
+    return eqx.combine(jax.lax.map(one, dynamic), statics[0])
 
 
 # Seeds are vmapped or mapped (`_Setup.each_seed`); `flow` is mapped too when it
@@ -119,10 +138,14 @@ def _init(setup: _Setup, flow, params, atol, flow_axis):
 def _advance(setup: _Setup, flow, dynamic, static, atol, t_stop, flow_axis):
     """Step every seed of a chunk until it passes `t_stop` or its solve is over."""
     if setup.vectorize:
-        st = eqx.combine(dynamic, static)
-        return advance(
-            setup.loop, st, t_stop, args=(flow, atol), in_axes=(flow_axis, 0)
-        )
+
+        def lanes(flow, dynamic, atol):
+            st = eqx.combine(dynamic, static)
+            return advance(
+                setup.loop, st, t_stop, args=(flow, atol), in_axes=(flow_axis, 0)
+            )
+
+        return setup.on_devices(lanes, flow, flow_axis, dynamic, atol)
 
     def one(flow, dynamic, atol):
         return advance(
@@ -614,8 +637,12 @@ def _solve(
     bar = _rundir.progress_bar(len(stops), done, progress)
     for k in range(done, len(stops)):
         st = eqx.combine(dynamic, state_static)
-        index = np.flatnonzero(_running(options, st) & (np.asarray(st.t) < stops[k]))
+        goes = _running(options, st) & (np.asarray(st.t) < stops[k])
+        index = np.flatnonzero(goes)
         if index.size:
+            # Padded with a seed that has nothing to do here, where there is one: a
+            # copy of a running seed would repeat its work (all of it, mapped).
+            idle = np.flatnonzero(~goes)
             advanced = chunks.run(
                 lambda f, d, a: _advance(
                     setup, f, d, state_static, a, stops[k], seeds.flow_axis
@@ -623,6 +650,7 @@ def _solve(
                 index,
                 dynamic,
                 atols,
+                filler=idle[0] if idle.size else None,
             )
             dynamic = jax.tree.map(
                 lambda whole, part: _scatter(whole, index, part),
@@ -703,15 +731,17 @@ class _Chunks:
             None if seeds.per_seed_flow else place.put(seeds.flows, False)
         )
 
-    def run(self, fn, index, *batched):
+    def run(self, fn, index, *batched, filler=None):
         """`fn(flow, *chunk)` over chunks of the seeds `index` (rows `index` of the
-        arrays in `batched`); the results on the host, one row per seed in `index`."""
+        arrays in `batched`); the results on the host, one row per seed in `index`.
+        A chunk is padded with copies of seed `filler` (by default its first)."""
         dynamic, static = [], None
         multiple = len(self.place.devices)
         for start in range(0, len(index), self.batch_size):
             part = index[start : start + self.batch_size]
             size = _bucket(len(part), self.batch_size, multiple)
-            padded = np.concatenate([part, np.full(size - len(part), part[0])])
+            pad = part[0] if filler is None else filler
+            padded = np.concatenate([part, np.full(size - len(part), pad)])
             chunk = [self.place.put(_take(b, padded), True) for b in batched]
             flow = (
                 self.place.put(_take(self.seeds.flows, padded), True)

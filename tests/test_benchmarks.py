@@ -1,6 +1,7 @@
 """The performance suite runs end to end at a tiny size (the numbers come from the full
 run, recorded in benchmarks/RESULTS.md)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,23 @@ def test_performance_suite_smoke(tmp_path):
         assert len(rows) == 2 and all("successful" in line for line in rows), out
     figure = tmp_path / "figures" / "work_precision_separable.png"  # folder made
     assert figure.stat().st_size > 10_000
+
+
+def test_gpu_benchmark_runs_on_the_cpu():
+    """`benchmarks/gpu.py --cpu` in about a minute (the full sweep is for a GPU): rows
+    for problem (i) until its 30 s budget is spent, each measured or saying why not,
+    and the FLOP/s table. XLA's CPU backend at optimization level 0 halves the
+    default mode's compilation."""
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--cpu"],
+        capture_output=True, text=True, timeout=120, check=True, env=env,
+    ).stdout  # fmt: skip
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| (i)")]
+    measured = {(r[1], r[2]) for r in rows if "successful" in r[-1]}
+    # Both ways plain, and the default mode, before the budget runs out.
+    assert {("plain", "vmapped"), ("plain", "mapped")} <= measured, out
+    assert any(kinks == "auto" for kinks, _ in measured), out
+    for r in rows:  # seeds/s from a measured wall, or the reason it was not run
+        assert r[4] == "-" and "not run" in r[-1] or float(r[4]) > 0, out
+    assert "## The vector field's FLOP/s" in out and "| float64 |" in out, out

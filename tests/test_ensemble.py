@@ -268,6 +268,35 @@ def test_seeds_sharded_over_four_cpu_devices_get_the_bits_of_their_solves():
     assert "'successful'" in names and "max_steps" not in names
 
 
+def test_host_devices_on_request():
+    """JAXFLOW_HOST_DEVICES gives JAX that many CPU devices ('auto': one per core), so
+    ensembles split over the cores; unset, JAX's default; a count set in XLA_FLAGS
+    wins; once JAX has started, nothing changes."""
+    cores = len(os.sched_getaffinity(0))
+    count = "import jaxflow, jax; print('COUNT', len(jax.devices('cpu')))"
+    xla = "--xla_force_host_platform_device_count=5"
+    cases = [
+        ({}, 1),
+        ({"JAXFLOW_HOST_DEVICES": "auto"}, cores),
+        ({"JAXFLOW_HOST_DEVICES": "3"}, 3),
+        ({"JAXFLOW_HOST_DEVICES": "3", "XLA_FLAGS": xla}, 5),
+    ]
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", "JAXFLOW_HOST_DEVICES")}  # fmt: skip
+    for extra, expected in cases:
+        out = subprocess.run([sys.executable, "-c", count], capture_output=True,
+                             text=True, timeout=120, env={**base, **extra})  # fmt: skip
+        assert f"COUNT {expected}\n" in out.stdout, (extra, out.stdout, out.stderr)
+    late = "import jax; jax.devices(); " + count
+    out = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True,
+                         timeout=120, env={**base, "JAXFLOW_HOST_DEVICES": "3"})  # fmt: skip
+    assert "COUNT 1\n" in out.stdout, out.stderr
+    bad = subprocess.run([sys.executable, "-c", count], capture_output=True, text=True,
+                         timeout=120, env={**base, "JAXFLOW_HOST_DEVICES": "all"})  # fmt: skip
+    assert "JAXFLOW_HOST_DEVICES must be 'auto'" in bad.stderr
+    assert "got 'all'" in bad.stderr
+
+
 def test_cli_ensemble_writes_a_run_directory_and_show_reads_it(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(

@@ -1,0 +1,34 @@
+"""The CPU devices JAX makes: one per core on request, for ensembles."""
+
+import os
+
+import jax
+
+
+def host_devices_from_env() -> None:
+    """As many JAX CPU devices as `JAXFLOW_HOST_DEVICES` asks for ('auto': one per core
+    this process may use), unless `XLA_FLAGS` names a device count already; nothing
+    when it is unset, or once JAX has started. Called when jaxflow is imported.
+
+    Not the default: with several host devices, JAX's batched LAPACK kernels (a
+    batched SVD of 2,560 small matrices per device, as the default metrics of a
+    vmapped chunk take) hang on a 2-core machine, both of XLA's threads waiting inside
+    `jax::ParallelBatchMap` (benchmarks/RESULTS.md, Ensembles)."""
+    wanted = os.environ.get("JAXFLOW_HOST_DEVICES")
+    if wanted is None:
+        return
+    if wanted == "auto":
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    elif wanted.isdigit() and int(wanted) >= 1:
+        count = int(wanted)
+    else:
+        raise ValueError(
+            "JAXFLOW_HOST_DEVICES must be 'auto' (one CPU device per core) or a "
+            f"positive number of devices, got {wanted!r}."
+        )
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX has started: its devices are fixed
+        pass
