@@ -498,12 +498,7 @@ def section_vmapped(
         f"width {width}, scale 1e-6, exponential loss, t1={t1:g}, rtol {rtol:g}, 20 "
         "saved times; warm walls (each call run twice, the second timed)\n"
     )
-    data = jf.datasets.separable(jax.random.key(0), n, d, 0.3)
-    flow = jf.GradientFlow(jf.losses.exponential, data)
-
-    def init(key):
-        return jf.models.TwoLayerReLU(d, width, scale=1e-6, key=key)
-
+    flow, init = separable_problem(n, d, width)
     ts = jnp.linspace(t1 / 20, t1, 20)
     print("| seeds | kinks | mapped s | vmapped s | loop s | vmapped / mapped | loop / "
           "mapped | steps mean (max) | vmapped max relative difference |")  # fmt: skip
@@ -559,12 +554,7 @@ def section_branches(seeds: int, t1: float, rtol: float, n=100, d=10, width=20):
         "wall's increase (warm, best of 2 against the unchanged solve's best of 2, "
         "interleaved)\n"
     )
-    data = jf.datasets.separable(jax.random.key(0), n, d, 0.3)
-    flow = jf.GradientFlow(jf.losses.exponential, data)
-
-    def init(key):
-        return jf.models.TwoLayerReLU(d, width, scale=1e-6, key=key)
-
+    flow, init = separable_problem(n, d, width)
     keys = jax.random.split(jax.random.key(1), seeds)
     ts = jnp.linspace(t1 / 20, t1, 20)
     original = _roots._branch

@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ensemble import separable_problem
 from run import flops_section, table, timed
 
 import jaxflow as jf
@@ -31,13 +32,9 @@ import jaxflow as jf
 # name -> (flow, init(key), description), at the study's sizes or `--cpu`'s.
 def separable(small: bool):
     n, d, width = (40, 10, 10) if small else (200, 20, 50)
-    data = jf.datasets.separable(jax.random.key(0), n, d, 0.3)
-
-    def init(key):
-        return jf.models.TwoLayerReLU(d, width, scale=1e-6, key=key)
-
+    flow, init = separable_problem(n, d, width)
     return (
-        jf.GradientFlow(jf.losses.exponential, data),
+        flow,
         init,
         f"problem (i): separable n={n}, d={d}, width {width}, balanced 1e-6",
     )

@@ -20,7 +20,7 @@ from . import _devices
 
 if os.environ.get("JAXFLOW_ENABLE_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
-if jax.config.jax_num_cpu_devices == -1:  # not set by the user
+if "JAXFLOW_HOST_DEVICES" in os.environ:
     _devices.host_devices_from_env()
 
 from . import (
