@@ -92,6 +92,7 @@ def throughput(problems: dict, batches, t1: float, rtol: float, budget: Budget):
                     run = lambda: jf.solve_ensemble(  # noqa: E731
                         flow, init, keys, t1=t1, ts=jnp.array([t1]), rtol=rtol,
                         batch_size=batch, segments=1, vectorize=way == "vmapped",
+                        processes=1,
                         kinks=kinks, metrics={"loss": jf.metrics.loss},
                         save_models=False, progress=False,
                     )  # fmt: skip

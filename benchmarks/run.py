@@ -446,6 +446,7 @@ def ensemble_section(flow, net_fn, sizes, t1):
         run = lambda: jf.solve_ensemble(  # noqa: E731
             flow, net_fn, keys, t1=t1, ts=jnp.array([t1]), batch_size=size,
             segments=1, metrics={"loss": jf.metrics.loss}, kinks="plain",
+            processes=1,
         )  # fmt: skip
         start = time.perf_counter()
         jax.block_until_ready(run().final)

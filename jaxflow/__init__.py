@@ -4,10 +4,11 @@ Importing jaxflow turns on JAX's float64 mode (`jax_enable_x64`), because the po
 the package is accuracy beyond float32; set the environment variable
 `JAXFLOW_ENABLE_X64=0` before importing to keep JAX's default.
 
-Set `JAXFLOW_HOST_DEVICES` to a number of CPU devices, or to `auto` for one per core,
-before importing, and jaxflow makes them (`jax_num_cpu_devices`, the same as XLA's
-`--xla_force_host_platform_device_count`): `jaxflow.solve_ensemble` then splits its
-seeds over the cores. Not the default: see `jaxflow._devices`.
+`jaxflow.solve_ensemble` uses every core of the CPU through worker processes
+(`processes`, `JAXFLOW_PROCESSES`). Set `JAXFLOW_HOST_DEVICES` to a number of CPU
+devices, or to `auto` for one per core, before importing, and jaxflow makes them
+(`jax_num_cpu_devices`, the same as XLA's `--xla_force_host_platform_device_count`):
+not the default, see `jaxflow._devices`.
 """
 
 import importlib.metadata
@@ -37,7 +38,7 @@ from ._dataset import Dataset as Dataset
 from ._ensemble import solve_ensemble as solve_ensemble
 from ._escape import Escape as Escape, best_new_neuron as best_new_neuron
 from ._flow import GradientFlow as GradientFlow
-from ._gd import gradient_descent as gradient_descent
+from ._gd import gradient_descent as gradient_descent, optimize as optimize
 from ._hessian import hessian_eigenvalues as hessian_eigenvalues
 from ._polish import (
     Polished as Polished,
@@ -66,6 +67,7 @@ __all__ = [
     "best_new_neuron",
     "GradientFlow",
     "gradient_descent",
+    "optimize",
     "hessian_eigenvalues",
     "Polished",
     "polish",

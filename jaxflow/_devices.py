@@ -5,6 +5,13 @@ import os
 import jax
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def host_devices_from_env() -> None:
     """As many JAX CPU devices as `JAXFLOW_HOST_DEVICES` asks for ('auto': one per core
     this process may use), unless a device count is set already (`XLA_FLAGS`,
@@ -14,10 +21,11 @@ def host_devices_from_env() -> None:
     Not the default: with several host devices, JAX's batched LAPACK kernels (a
     batched SVD of 2,560 small matrices per device, as the default metrics of a
     vmapped chunk take) hang on a 2-core machine, both of XLA's threads waiting inside
-    `jax::ParallelBatchMap` (benchmarks/RESULTS.md, Ensembles)."""
+    `jax::ParallelBatchMap` (benchmarks/RESULTS.md, Ensembles). Worker processes
+    (`solve_ensemble(processes=...)`, `jaxflow._pool`) use the cores instead."""
     wanted = os.environ["JAXFLOW_HOST_DEVICES"]
     if wanted == "auto":
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        count = usable_cores()
     elif wanted.isdigit() and int(wanted) >= 1:
         count = int(wanted)
     else:

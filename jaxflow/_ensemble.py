@@ -3,11 +3,14 @@ segments of time."""
 
 import contextlib
 import dataclasses
+import functools
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import cloudpickle
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -15,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
 
-from . import _rundir
+from . import _devices, _pool, _rundir
 from ._custom_types import MetricFn
 from ._errors import describe, describe_tree
 from ._flow import GradientFlow
 from ._integrate import Integrator, Outcome, advance, running
 from ._options import Options, default_atol, explained, prepare, resolve
-from ._results import Ensemble, map_seeds
+from ._results import Ensemble, concatenate, map_seeds
 from .events._events import AbstractEvent
 from .metrics import default_metrics
 
@@ -287,6 +290,7 @@ def solve_ensemble(
     throw: bool = False,
     vectorize: bool | None = None,
     part: tuple[int, int] | None = None,
+    processes: int | None = None,
 ) -> Ensemble:
     r"""Solve the gradient flow from many random initialisations: `jaxflow.solve` per
     seed, in chunks (on the CPU each seed gets the bits of `jaxflow.solve` on it alone;
@@ -342,6 +346,20 @@ def solve_ensemble(
         the run's settings there; a part whose settings differ is refused with a
         `ValueError` that names them. Returns the part's seeds (`seeds` holds their
         numbers in the run).
+    - `processes`: how many worker processes of this machine solve the seeds, each a
+        part of them (`part`, below) at a time, one seed after the other: the way to
+        use all of the CPU's cores (several JAX CPU devices are not safe, see
+        `jaxflow._devices`). Each seed's results are bitwise those of one process.
+        Default (`None`): the environment variable `JAXFLOW_PROCESSES` if set
+        (a number, or `auto`), else `auto`: one process per core (at most one per
+        seed) when the seeds are solved unvectorized on the only CPU device of a
+        single-process run, with no `callback` or `devices`; one (this process)
+        otherwise. The workers start at the first call that needs them (a few
+        seconds) and keep their compiled programs for the next calls. The run is
+        split into as many parts as workers (`part`); with `checkpoint_dir`, into
+        as many as the run there already has (1 for a run not split into parts). The
+        arguments are sent to the workers with cloudpickle; if they cannot be
+        pickled, `auto` solves in this process.
     - `callback`: called as `callback(segment, stop_time)` after each segment (and its
         checkpoint) is done.
     - `vectorize`: solve the seeds of a chunk together under `jax.vmap` (`True`), or
@@ -391,6 +409,7 @@ def solve_ensemble(
         ens.metrics["loss"].shape, ens.event_times["stationary"], ens.summary()
         ```
     """
+    given = dict(locals())  # every argument, for the workers (`processes`)
     fname = "solve_ensemble"
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
@@ -437,6 +456,13 @@ def solve_ensemble(
     place = _Devices(devices, fname)
     if vectorize is None:
         vectorize = place.devices[0].platform != "cpu"
+    parts, workers, auto = _parts_for(
+        processes, count, part, vectorize, place, given, fname
+    )
+    if parts > 1:
+        given["keys"] = keys
+        ensemble = _in_workers(given, parts, workers, auto, progress)
+        return _raise_if_failed(ensemble, throw, fname)
     setup = _Setup(
         options=options,
         static=seeds.static,
@@ -501,6 +527,12 @@ def solve_ensemble(
     if jax.process_count() > 1:
         sizes = [len(i) for i in _slices(count, jax.process_count())]
         ensemble = _gather(ensemble, sizes)
+    return _raise_if_failed(ensemble, throw, fname)
+
+
+def _raise_if_failed(ensemble: Ensemble, throw: bool, fname: str) -> Ensemble:
+    """`ensemble`, unless `throw` and some seed failed: then a `RuntimeError` naming
+    the first five."""
     failed = np.flatnonzero(~ensemble.succeeded)
     if throw and failed.size:
         messages = ensemble.messages
@@ -576,6 +608,101 @@ def _part(part, count: int, fname: str) -> tuple[int, int] | None:
             f"parts; there can be at most {count} (one seed a part)."
         )
     return int(part[0]), int(part[1])
+
+
+def _parts_for(processes, count, part, vectorize, place, given, fname):
+    """`(parts, workers, auto)`: the run split into `parts` parts, solved by `workers`
+    worker processes (`processes`; `auto`: chosen here); `parts` 1: this process
+    solves the run whole."""
+    auto = processes is None
+    if auto:
+        processes = os.environ.get("JAXFLOW_PROCESSES", "auto")
+        if processes != "auto":
+            if not processes.isdigit() or int(processes) < 1:
+                raise ValueError(
+                    f"{fname}: the environment variable JAXFLOW_PROCESSES must be "
+                    f"'auto' or a positive number of processes, got {processes!r}."
+                )
+            processes, auto = int(processes), False
+    elif isinstance(processes, bool) or not (
+        isinstance(processes, int | np.integer) and processes >= 1
+    ):
+        raise ValueError(
+            f"{fname}: `processes` must be a positive int, or None (automatic), got "
+            f"{processes!r}."
+        )
+    if os.environ.get(_pool.IN_WORKER):
+        return 1, 1, auto
+    devices = place.devices
+    conflict = (
+        "`vectorize=True`"
+        if vectorize
+        else f"`part` {part!r}"
+        if part is not None
+        else "a `callback`"
+        if given["callback"] is not None
+        else f"`devices` {given['devices']!r}"
+        if given["devices"] is not None
+        else f"{len(devices)} devices"
+        if len(devices) > 1
+        else f"a {devices[0].platform} device"
+        if devices[0].platform != "cpu"
+        else None
+    )
+    if conflict is None:
+        workers = min(_devices.usable_cores() if auto else processes, count)
+    elif auto or processes == 1:
+        workers = 1
+    else:
+        raise ValueError(
+            f"{fname}: `processes={processes}` splits the seeds over worker processes, "
+            "each solving them one after the other on one CPU device; it cannot be "
+            f"combined with {conflict}. Give `processes=1`, or leave it out."
+        )
+    # A run directory keeps the split it was started with.
+    recorded = (
+        None
+        if given["checkpoint_dir"] is None or part is not None
+        else _rundir.recorded_parts(given["checkpoint_dir"])
+    )
+    parts = workers if recorded is None else recorded
+    return parts, min(workers, parts), auto
+
+
+def _in_workers(given: dict, parts: int, workers: int, auto: bool, progress: bool):
+    """The run of `solve_ensemble(**given)`, split into `parts` parts solved by
+    `workers` worker processes (by this one if 1, or if its arguments cannot be sent
+    to a worker and `processes` was chosen automatically, `auto`), and joined."""
+    given = given | {"processes": 1, "progress": False, "throw": False}
+    tasks = [
+        functools.partial(solve_ensemble, **given | {"part": (i, parts)})
+        for i in range(parts)
+    ]
+    if workers > 1:
+        try:
+            cloudpickle.dumps(tasks[0])
+        except Exception as error:
+            if not auto:
+                raise ValueError(
+                    "solve_ensemble: with `processes`, the arguments are sent to "
+                    f"worker processes, and these cannot be pickled ({error})."
+                ) from error
+            workers = 1
+    bar = _rundir.progress_bar(given["keys"].shape[0], 0, progress, unit="seed")
+
+    def done(i, ensemble):
+        if bar is not None:
+            bar.update(ensemble.num_seeds)
+
+    if workers > 1:
+        results = _pool.run(tasks, workers, done)
+    else:
+        results = [task() for task in tasks]
+        for i, ensemble in enumerate(results):
+            done(i, ensemble)
+    if bar is not None:
+        bar.close()
+    return concatenate(results)
 
 
 def _gather(ensemble: Ensemble, sizes: list[int]) -> Ensemble:

@@ -458,12 +458,12 @@ def _alive(holder: dict, lock: Path) -> bool:
     return True
 
 
-def progress_bar(total: int, done: int, show: bool):
+def progress_bar(total: int, done: int, show: bool, unit: str = "segment"):
     if not show:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, unit="segment", desc="jaxflow")
+    return tqdm(total=total, initial=done, unit=unit, desc="jaxflow")
 
 
 def update_bar(bar, st, running, num_seeds: int) -> None:
@@ -536,6 +536,18 @@ def settings(config: dict) -> dict:
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def recorded_parts(path) -> int | None:
+    """How many parts the run in the directory `path` is split into (1: a run not
+    split into parts), or None if `path` holds no run yet."""
+    path = Path(path)
+    parts = _config(path).get("parts")
+    if parts is not None:
+        return int(parts)
+    if any((path / f).exists() for f in (CONFIG, LOCK, CHECKPOINT, RESULTS_FILE)):
+        return 1
+    return None
 
 
 def part_dir(path, part: tuple[int, int]) -> Path:

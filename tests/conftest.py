@@ -3,6 +3,11 @@ import os
 import jax
 
 
+# Ensembles in this process (`solve_ensemble(processes=...)`): the suite already runs a
+# pytest-xdist worker per core, and worker processes would compile every program again.
+# tests/test_distributed.py tests the worker processes.
+os.environ["JAXFLOW_PROCESSES"] = "1"
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

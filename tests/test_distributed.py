@@ -19,7 +19,7 @@ import pytest
 
 import jaxflow as jf
 
-from helpers import FLOW, T1, TS, init
+from helpers import FLOW, T1, TS, WIDTH, D, init
 
 
 KEYS = jax.random.split(jax.random.key(1), 7)
@@ -66,13 +66,11 @@ def test_parts_in_any_order_join_into_the_whole_run_others_refused_by_name(tmp_p
             jf.solve_ensemble(
                 FLOW, init, KEYS, checkpoint_dir=path, part=(1, 4), **KW | changed
             )
-    other = lambda k: jf.models.TwoLayerReLU(4, 6, scale=2e-3, key=k)  # noqa: E731
+    other = lambda k: jf.models.TwoLayerReLU(D, WIDTH, scale=2e-3, key=k)  # noqa: E731
     with pytest.raises(ValueError, match="part 1/4 differs .*initial models, data"):
         jf.solve_ensemble(FLOW, other, KEYS, checkpoint_dir=path, part=(1, 4), **KW)
     with pytest.raises(ValueError, match=r"part 1/3 differs .*parts: 4 in the run, 3"):
         jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, part=(1, 3), **KW)
-    with pytest.raises(ValueError, match="holds a run split into 4 parts"):
-        jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, **KW)
     # The same value in another type may compute otherwise (a NumPy scalar is not
     # weakly typed): refused too, and the message says that it may be a type.
     with pytest.raises(ValueError, match="part 1/4 differs .*the arguments' types"):
@@ -84,8 +82,9 @@ def test_parts_in_any_order_join_into_the_whole_run_others_refused_by_name(tmp_p
             part=(1, 4),
             **KW | dict(rtol=np.float64(1e-6)),
         )
-    jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, part=(1, 4), **KW)
-    # Joined, the parts are the one-process run, bit for bit.
+    # A call without `part` solves the split the directory holds (here the missing
+    # part 1), and returns the parts joined: the one-process run, bit for bit.
+    assert same(jf.solve_ensemble(FLOW, init, KEYS, checkpoint_dir=path, **KW), whole)
     assert same(jf.load_ensemble(path, like=init(KEYS[0])), whole)
     assert "4 of 4 finished" in jf._rundir.show(path)
     for bad in ((4, 4), (1,), (-1, 2), "1/4", (True, 2)):
@@ -101,6 +100,37 @@ def test_parts_in_any_order_join_into_the_whole_run_others_refused_by_name(tmp_p
         jf.solve_ensemble(
             FLOW, init, KEYS[:2], checkpoint_dir=tmp_path / "whole", part=(0, 2), **KW
         )
+
+
+@pytest.mark.slow
+def test_worker_processes_equal_one_process_checkpoint_as_parts(tmp_path, monkeypatch):
+    whole = jf.solve_ensemble(FLOW, init, KEYS, processes=1, **KW)
+    # One process per core (the suite sets JAXFLOW_PROCESSES=1), and two on any machine.
+    monkeypatch.setenv("JAXFLOW_PROCESSES", "auto")
+    assert same(jf.solve_ensemble(FLOW, init, KEYS, **KW), whole)
+    path = tmp_path / "run"
+    pooled = jf.solve_ensemble(FLOW, init, KEYS, processes=2, checkpoint_dir=path, **KW)
+    assert same(pooled, whole) and list(pooled.seeds) == list(range(7))
+    # The directory holds the run in two parts; it keeps that split when solved again
+    # in one process, and load_ensemble joins the parts.
+    assert sorted(p.name for p in (path / "parts").iterdir()) == ["0-of-2", "1-of-2"]
+    again = jf.solve_ensemble(FLOW, init, KEYS, processes=1, checkpoint_dir=path, **KW)
+    assert same(again, whole)
+    loaded = jf.load_ensemble(path)
+    assert np.array_equal(loaded.metrics["loss"], whole.metrics["loss"], equal_nan=True)
+    # A worker's error is raised here: another run's parts are refused by name.
+    other = lambda k: jf.models.TwoLayerReLU(D, WIDTH, scale=2e-3, key=k)  # noqa: E731
+    with pytest.raises(ValueError, match="differs from the run"):
+        jf.solve_ensemble(FLOW, other, KEYS, processes=2, checkpoint_dir=path, **KW)
+    # Bad values, and what worker processes cannot be combined with, by name.
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"`processes` must be .* got {bad!r}"):
+            jf.solve_ensemble(FLOW, init, KEYS, processes=bad, **KW)
+    with pytest.raises(ValueError, match=r"cannot be combined with `vectorize=True`"):
+        jf.solve_ensemble(FLOW, init, KEYS, processes=2, vectorize=True, **KW)
+    monkeypatch.setenv("JAXFLOW_PROCESSES", "two")
+    with pytest.raises(ValueError, match=r"JAXFLOW_PROCESSES must be .* got 'two'"):
+        jf.solve_ensemble(FLOW, init, KEYS, **KW)
 
 
 def _env() -> dict:
