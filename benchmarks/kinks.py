@@ -353,7 +353,7 @@ def deep(depths, scales, seeds, T=1000.0, solver="Tsit5", plain=True, first=0):
                     start = time.perf_counter()
                     sol = jf.solve(
                         flow, net, t1=T, rtol=1e-8, max_steps=50_000, kinks=mode,
-                        ts=[T], solver=getattr(dfx, solver)(),
+                        ts=[T], solver=solver if solver == "auto" else getattr(dfx, solver)(),
                     )  # fmt: skip
                     wall = time.perf_counter() - start
                     loss = float(sol.metrics["loss"][-1])
@@ -838,7 +838,11 @@ def main():
     parser.add_argument("--deep-first-seed", type=int, default=0)
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.3])
-    parser.add_argument("--deep-solver", default="Tsit5")
+    parser.add_argument(
+        "--deep-solver",
+        default="Tsit5",
+        help='a diffrax solver by name, or auto (solver="auto")',
+    )
     parser.add_argument("--no-plain", action="store_true")
     parser.add_argument("--only-regression", action="store_true")
     parser.add_argument("--only-convergence", action="store_true",

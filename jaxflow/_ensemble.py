@@ -252,9 +252,13 @@ class _Devices:
     def put(self, tree, batched: bool):
         sharding = self.split if batched else self.same
         return jax.tree.map(
-            lambda x: jax.make_array_from_callback(
-                np.shape(x), sharding, lambda index: np.asarray(x)[index]
-            ),
+            lambda x: (
+                jax.make_array_from_callback(
+                    np.shape(x), sharding, lambda index: np.asarray(x)[index]
+                )
+                if eqx.is_array(x)
+                else x
+            ),  # e.g. a loss written as a lambda
             tree,
         )
 
@@ -278,7 +282,7 @@ def solve_ensemble(
     progress: bool = False,
     rtol: float = 1e-8,
     atol: float | None = None,
-    solver: dfx.AbstractSolver | None = None,
+    solver: dfx.AbstractSolver | Literal["auto"] | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     dt0: float | None = None,
     max_steps: int = 100_000,

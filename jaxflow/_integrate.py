@@ -25,6 +25,7 @@ from ._flow import SavedFlow
 from ._kinks import AbstractPieces, Cut
 from ._roots import when
 from ._solution import RESULTS, final_status, finite, update_result
+from ._stiff import Auto
 from .events._events import AbstractEvent
 
 
@@ -477,12 +478,18 @@ class Integrator(eqx.Module):
             ),
             saved,
         )
+        stats = self.stats(st.counts)
+        if isinstance(self.solver, Auto):  # when the implicit solver took over
+            stats |= {
+                "stiff_from": st.solver_state.since,
+                "num_implicit_steps": st.solver_state.implicit_steps,
+            }
         return Outcome(
             ys=ys,
             metrics=values,
             final=st.y,
             t_final=st.t,
-            stats=self.stats(st.counts),
+            stats=stats,
             status=final_status(result, st.y, self.flow, self.static),
             event_times=st.event_time,
         )

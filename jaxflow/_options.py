@@ -20,6 +20,7 @@ from ._errors import check, describe, describe_tree, is_traced
 from ._flow import GradientFlow
 from ._integrate import Integrator
 from ._kinks import pieces, treatment
+from ._stiff import Auto
 from .events._events import AbstractEvent, check_events
 
 
@@ -177,7 +178,10 @@ def _uses_step_size_tolerances(solver) -> bool:
 
 def _with_root_tolerances(solver, rtol, atol, norm):
     """`solver` with its Newton tolerances those of the step-size controller, where it
-    takes them from there."""
+    takes them from there (for `solver="auto"`, its implicit solver's)."""
+    if isinstance(solver, Auto):
+        implicit = _with_root_tolerances(solver.implicit, rtol, atol, norm)
+        return eqx.tree_at(lambda s: s.implicit, solver, implicit)
     if not _uses_step_size_tolerances(solver):
         return solver
     return eqx.tree_at(
@@ -318,14 +322,19 @@ def resolve(
             ),
         )
     ts = xp.linspace(t0, t1, 101) if ts is None else ts
+    if isinstance(solver, str) and solver == "auto":
+        solver = Auto()
     solver = dfx.Tsit5() if solver is None else solver
     if not isinstance(solver, dfx.AbstractSolver):
-        raise ValueError(f"{fname}: `solver` must be a diffrax solver, got {solver!r}.")
-    if _uses_step_size_tolerances(solver) and not isinstance(
+        raise ValueError(
+            f"{fname}: `solver` must be a diffrax solver or 'auto', got {solver!r}."
+        )
+    implicit = solver.implicit if isinstance(solver, Auto) else solver
+    if _uses_step_size_tolerances(implicit) and not isinstance(
         stepsize_controller, None | dfx.PIDController
     ):
         raise ValueError(
-            f"{fname}: the implicit solver {type(solver).__name__} takes its Newton "
+            f"{fname}: the implicit solver {type(implicit).__name__} takes its Newton "
             "tolerances from the step-size controller, and "
             f"{type(stepsize_controller).__name__} has none. Give the solver a root "
             "finder with tolerances, e.g. `root_finder=optimistix.Newton(rtol=1e-8, "

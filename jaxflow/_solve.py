@@ -41,7 +41,7 @@ def solve(
     ts: Float[ArrayLike, " times"] | None = None,
     rtol: float = 1e-8,
     atol: float | None = None,
-    solver: dfx.AbstractSolver | None = None,
+    solver: dfx.AbstractSolver | Literal["auto"] | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     dt0: RealScalarLike | None = None,
     max_steps: int = 100_000,
@@ -66,7 +66,9 @@ def solve(
         below `atol + rtol |θ|`, elementwise). `atol=None` takes `rtol · max|θ(t0)|`,
         so a small initialisation is resolved to relative accuracy too. `rtol < 1e-6`
         requires float64 parameters.
-    - `solver`: a diffrax solver, `diffrax.Tsit5()` by default.
+    - `solver`: a diffrax solver, `diffrax.Tsit5()` by default; or `"auto"`: Tsit5
+        until the flow is stiff, then Kvaerno5 (the switch time in
+        `stats["stiff_from"]`; `jaxflow._stiff.Auto`).
     - `stepsize_controller`: overrides the default
         `diffrax.PIDController(rtol, atol, pcoeff=0.3, icoeff=0.3)`.
     - `dt0`: the first step, chosen automatically by default.

@@ -53,3 +53,22 @@ def test_gpu_benchmark_runs_on_the_cpu():
     for r in rows:  # seeds/s from a measured wall, or the reason it was not run
         assert r[4] == "-" and "not run" in r[-1] or float(r[4]) > 0, out
     assert "## The vector field's FLOP/s" in out and "| float64 |" in out, out
+
+
+@pytest.mark.slow
+def test_stiff_benchmark_smoke():
+    """`benchmarks/stiff.py --quick`: on the stiff quadratic `solver="auto"` switches
+    and takes far fewer steps than Tsit5; the MLPGradientFlow.jl example's table has
+    jaxflow's row and Adam's three."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stiff.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    steps = {
+        r.split(" | ")[0].strip("| "): int(r.split(" | ")[2])
+        for r in out.splitlines()
+        if r.startswith(("| Tsit5 ", "| Kvaerno5 ", "| auto "))
+    }
+    assert steps["auto"] < 2 * steps["Kvaerno5"] < steps["Tsit5"] / 10, out
+    rows = [r for r in out.splitlines() if r.startswith(("| jaxflow", "| Adam"))]
+    assert len(rows) == 4 and all("nan" not in r for r in rows), out
