@@ -638,21 +638,15 @@ def _parts_for(processes, count, part, vectorize, place, given, fname):
     if os.environ.get(_pool.IN_WORKER):
         return 1, 1, auto
     devices = place.devices
-    conflict = (
-        "`vectorize=True`"
-        if vectorize
-        else f"`part` {part!r}"
-        if part is not None
-        else "a `callback`"
-        if given["callback"] is not None
-        else f"`devices` {given['devices']!r}"
-        if given["devices"] is not None
-        else f"{len(devices)} devices"
-        if len(devices) > 1
-        else f"a {devices[0].platform} device"
-        if devices[0].platform != "cpu"
-        else None
-    )
+    conflicts = [
+        (vectorize, "`vectorize=True`"),
+        (part is not None, f"`part` {part!r}"),
+        (given["callback"] is not None, "a `callback`"),
+        (given["devices"] is not None, f"`devices` {given['devices']!r}"),
+        (len(devices) > 1, f"{len(devices)} devices"),
+        (devices[0].platform != "cpu", f"a {devices[0].platform} device"),
+    ]
+    conflict = next((text for found, text in conflicts if found), None)
     if conflict is None:
         workers = min(_devices.usable_cores() if auto else processes, count)
     elif auto or processes == 1:
@@ -697,13 +691,12 @@ def _in_workers(given: dict, parts: int, workers: int, auto: bool, progress: boo
     def done(i, ensemble):
         if bar is not None:
             bar.update(ensemble.num_seeds)
+        return ensemble
 
     if workers > 1:
         results = _pool.run(tasks, workers, done)
     else:
-        results = [task() for task in tasks]
-        for i, ensemble in enumerate(results):
-            done(i, ensemble)
+        results = [done(i, task()) for i, task in enumerate(tasks)]
     if bar is not None:
         bar.close()
     return concatenate(results)

@@ -25,7 +25,6 @@ from ._flow import SavedFlow
 from ._kinks import AbstractPieces, Cut
 from ._roots import when
 from ._solution import RESULTS, final_status, finite, update_result
-from ._stiff import Auto
 from .events._events import AbstractEvent
 
 
@@ -479,11 +478,8 @@ class Integrator(eqx.Module):
             saved,
         )
         stats = self.stats(st.counts)
-        if isinstance(self.solver, Auto):  # when the implicit solver took over
-            stats |= {
-                "stiff_from": st.solver_state.since,
-                "num_implicit_steps": st.solver_state.implicit_steps,
-            }
+        if hasattr(self.solver, "stats"):  # a solver's own record (`_stiff.Auto`)
+            stats |= self.solver.stats(st.solver_state)
         return Outcome(
             ys=ys,
             metrics=values,

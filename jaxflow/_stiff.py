@@ -181,6 +181,14 @@ class Auto(dfx.AbstractAdaptiveSolver):
         y1, error, dense, new, result = out
         return y1, error, dict(dense, stiff=st.stiff), new, result
 
+    def stats(self, solver_state: _State) -> dict[str, Array]:
+        """For the solution's stats: when the implicit solver took over (inf: never),
+        and how many steps it took."""
+        return {
+            "stiff_from": solver_state.since,
+            "num_implicit_steps": solver_state.implicit_steps,
+        }
+
 
 def _unit(tree) -> PyTree:
     size = optx.two_norm(tree)
